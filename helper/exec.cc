@@ -1,0 +1,40 @@
+#include "helper/exec.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "helper/paths.h"
+
+namespace sbx::exec {
+
+Result<UniqueFd> open_vmm(const std::string& path) {
+  auto fd = paths::open_root_owned(path, O_PATH, Step::kOpenVmm);
+  if (!fd.ok()) return fd.status();
+  struct stat st;
+  if (fstat(fd.value().get(), &st) != 0) return Status(Step::kOpenVmm, errno, "fstat " + path);
+  if (!S_ISREG(st.st_mode)) return Status(Step::kOpenVmm, EACCES, path + " is not a regular file");
+  // The helper's capability does not bypass DAC, so this is the caller's own permission.
+  if (syscall(SYS_faccessat2, fd.value().get(), "", X_OK, AT_EMPTY_PATH | AT_EACCESS) != 0) {
+    return Status(Step::kOpenVmm, errno, path + " is not executable by the caller");
+  }
+  return fd;
+}
+
+Status exec_vmm(int vmm_fd, const protocol::LaunchRequest& request) {
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(request.vmm.c_str()));
+  for (const auto& a : request.args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (const auto& e : request.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  syscall(SYS_execveat, vmm_fd, "", argv.data(), envp.data(), AT_EMPTY_PATH);
+  return Status(Step::kExecVmm, errno, "execveat " + request.vmm);
+}
+
+}  // namespace sbx::exec

@@ -1,0 +1,29 @@
+// File descriptors across the helper's life: the state it accepts at entry (only 0-2 and the
+// control socket survive), the control socket's identity, and the exact set the VMM inherits.
+#pragma once
+
+#include <vector>
+
+#include "common/status.h"
+#include "common/unique_fd.h"
+
+namespace sbx::fds {
+
+inline constexpr int kControlFd = 3;
+
+// Makes sure fds 0-2 are open (on /dev/null if the caller closed them), so nothing the helper
+// opens later can land on a stdio number.
+Status ensure_stdio_open();
+
+// fd 3 must be an AF_UNIX SOCK_SEQPACKET socket. Marks it close-on-exec: EOF on the peer's end
+// then means the VMM was executed.
+Status check_control_socket(int fd);
+
+// Closes every fd above the control socket. Must run before the helper opens anything.
+Status close_inherited_fds();
+
+// Places each received fd at its target number (>= 4), then marks every other fd from 3 up
+// close-on-exec, so the VMM inherits 0-2 and the targets only.
+Status prepare_exec_fds(std::vector<UniqueFd>& passed, const std::vector<int>& targets);
+
+}  // namespace sbx::fds

@@ -1,0 +1,190 @@
+#include "helper/launch.h"
+
+#include <linux/sched.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include "common/protocol.h"
+#include "helper/caps.h"
+#include "helper/exec.h"
+#include "helper/fds.h"
+#include "helper/mounts.h"
+#include "helper/netns.h"
+#include "helper/policy.h"
+#include "helper/seccomp.h"
+#include "helper/validate.h"
+
+namespace sbx::launch {
+namespace {
+
+struct Caller {
+  uid_t uid;
+  gid_t gid;
+  pid_t parent;  // the supervisor's pid as seen at entry
+};
+
+// Re-arms PDEATHSIG (the exec with file capabilities cleared it) and then makes sure the
+// parent did not die before it was armed: either way the VMM must not outlive the supervisor.
+Status arm_parent_death_signal(const Caller& caller, bool in_new_pid_ns) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) {
+    return Status(Step::kParentDeathSignal, errno, "PR_SET_PDEATHSIG");
+  }
+  // Inside a new PID namespace getppid() is 0 (the parent is outside); the control socket's
+  // hang-up tells whether the supervisor still holds its end.
+  if (!in_new_pid_ns && getppid() != caller.parent) {
+    return Status(Step::kParentDeathSignal, ESRCH, "the supervisor exited");
+  }
+  pollfd pfd{fds::kControlFd, POLLRDHUP, 0};
+  if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR))) {
+    return Status(Step::kParentDeathSignal, ESRCH, "the supervisor closed the control socket");
+  }
+  return {};
+}
+
+// The one fork of a PID-namespace launch. The child (pid 1 of the new namespace) is made a
+// child of the supervisor (CLONE_PARENT), so the supervisor reaps it and its PDEATHSIG follows
+// the supervisor; this process reports the child's pid and exits. Returns in the child only.
+Status fork_into_pid_namespace(const Caller& caller) {
+  clone_args args{};
+  args.flags = CLONE_PARENT;
+  long pid = syscall(SYS_clone3, &args, sizeof(args));
+  if (pid < 0) return Status(Step::kForkPidNamespace, errno, "clone3 into the PID namespace");
+  if (pid > 0) {
+    auto bytes = protocol::encode(protocol::PidReport{static_cast<pid_t>(pid)});
+    Status sent = protocol::send_datagram(fds::kControlFd, bytes, {}, Step::kForkPidNamespace);
+    _exit(sent.ok() ? 0 : 125);
+  }
+  if (setsid() < 0) return Status(Step::kSetsid, errno, "setsid in the PID namespace");
+  return arm_parent_death_signal(caller, true);
+}
+
+Status set_rlimits(const policy::Policy& policy) {
+  if (!policy.rlimit_nofile) return {};
+  rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return Status(Step::kSetRlimits, errno, "getrlimit");
+  // The policy value is a ceiling: the helper cannot raise a hard limit and does not try.
+  rlim_t value = *policy.rlimit_nofile;
+  if (value > lim.rlim_max) value = lim.rlim_max;
+  lim.rlim_cur = lim.rlim_max = value;
+  if (setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    return Status(Step::kSetRlimits, errno, "setrlimit RLIMIT_NOFILE");
+  }
+  return {};
+}
+
+Status set_sid() {
+  if (setsid() < 0) return Status(Step::kSetsid, errno, "setsid");
+  return {};
+}
+
+Status unshare_namespaces(bool pid_namespace) {
+  if (unshare(CLONE_NEWNS | (pid_namespace ? CLONE_NEWPID : 0)) != 0) {
+    return Status(Step::kUnshare, errno, pid_namespace ? "unshare mount+pid" : "unshare mount");
+  }
+  return {};
+}
+
+Status chdir_sandbox(int dir_fd) {
+  if (fchdir(dir_fd) != 0) return Status(Step::kChdirSandbox, errno, "fchdir to the sandbox dir");
+  return {};
+}
+
+// The containment sequence, in order. Returns only on failure (success is the exec).
+Status launch_sequence(const std::string& policy_path, const Caller& caller) {
+  // The policy comes first and from a fixed root-owned path: the caller cannot name another.
+  auto policy = policy::load(policy_path);
+  if (!policy.ok()) return policy.status();
+  auto dgram = protocol::receive_datagram(fds::kControlFd, 10000, protocol::kMaxPassedFds,
+                                          Step::kReadRequest);
+  if (!dgram.ok()) return dgram.status();
+  if (dgram.value().eof) return Status(Step::kReadRequest, ENODATA, "no launch request");
+  auto msg = protocol::decode(dgram.value().bytes, Step::kReadRequest);
+  if (!msg.ok()) return msg.status();
+  auto* request = std::get_if<protocol::LaunchRequest>(&msg.value());
+  if (request == nullptr) return Status(Step::kReadRequest, EPROTO, "expected a LAUNCH message");
+  const protocol::LaunchRequest& req = *request;
+
+  // 1. Everything checkable is checked before any namespace or mount changes.
+  auto place = validate::check_request(req, policy.value(), {caller.uid, caller.gid},
+                                       dgram.value().fds.size());
+  if (!place.ok()) return place.status();
+  auto vmm = exec::open_vmm(req.vmm);
+  if (!vmm.ok()) return vmm.status();
+  // 2. The VMM leads its own session and process group: the supervisor signals -pid.
+  if (Status st = set_sid(); !st.ok()) return st;
+  // 3. The VMM dies with the supervisor.
+  if (Status st = arm_parent_death_signal(caller, false); !st.ok()) return st;
+  // 4. Join the netns before the mount namespace exists, so /sys below belongs to it.
+  if (req.netns) {
+    auto fd = netns::open_named(*req.netns);
+    if (!fd.ok()) return fd.status();
+    if (Status st = netns::join(fd.value().get()); !st.ok()) return st;
+  }
+  // 5. A private mount namespace (and PID namespace on request: the one fork).
+  if (Status st = unshare_namespaces(req.pid_namespace); !st.ok()) return st;
+  if (req.pid_namespace) {
+    if (Status st = fork_into_pid_namespace(caller); !st.ok()) return st;
+  }
+  // 6. Nothing below propagates to the host; then what `ip netns exec` does.
+  if (Status st = mounts::make_mounts_private(req.propagation_slave); !st.ok()) return st;
+  if (req.pid_namespace) {
+    if (Status st = mounts::mount_proc(); !st.ok()) return st;
+  }
+  if (req.netns) {
+    if (Status st = netns::remount_sys(); !st.ok()) return st;
+    if (Status st = netns::bind_etc_files(*req.netns); !st.ok()) return st;
+  }
+  // 7. The caller's sandbox dir, no symlinks, with a tmpfs mounted through its fd.
+  auto dir = mounts::SandboxDir::make(place.value().root, place.value().name, caller.uid);
+  if (!dir.ok()) return dir.status();
+  auto tmpfs_size = policy.value().tmpfs_size_mb;
+  if (Status st = dir.value().mount_tmpfs(tmpfs_size, caller.uid, caller.gid); !st.ok()) return st;
+  // 8. The links, relative to the tmpfs fd.
+  if (Status st = dir.value().create_links(req.links); !st.ok()) return st;
+  // 9. Limits, then privilege goes: capabilities, no_new_privs, the syscall filter.
+  if (Status st = set_rlimits(policy.value()); !st.ok()) return st;
+  if (Status st = caps::drop_all(); !st.ok()) return st;
+  if (Status st = caps::set_no_new_privs(); !st.ok()) return st;
+  if (Status st = seccomp::install_vmm_filter(); !st.ok()) return st;
+  // 10. cwd, the exact fd set, exec from the fd checked in step 1.
+  if (Status st = chdir_sandbox(dir.value().mount_fd()); !st.ok()) return st;
+  if (Status st = fds::prepare_exec_fds(dgram.value().fds, req.pass_fd_targets); !st.ok()) {
+    return st;
+  }
+  return exec::exec_vmm(vmm.value().get(), req);
+}
+
+int exit_code_for(const Status& st) {
+  if (st.step() == Step::kOpenVmm || st.step() == Step::kExecVmm) {
+    if (st.err() == ENOENT) return 127;
+    if (st.err() == EACCES || st.err() == ENOEXEC) return 126;
+  }
+  return 125;
+}
+
+}  // namespace
+
+void fail(const Status& st) {
+  protocol::ErrorReport report{st.step(), st.err(), st.detail()};
+  // Best effort: if the supervisor is gone there is nobody to tell.
+  (void)protocol::send_datagram(fds::kControlFd, protocol::encode(report), {}, st.step());
+  std::string line = "sbx-nsexec: " + st.message() + "\n";
+  (void)!write(STDERR_FILENO, line.data(), line.size());
+  _exit(exit_code_for(st));
+}
+
+void run(const std::string& policy_path, pid_t parent_at_entry) {
+  Caller caller{getuid(), getgid(), parent_at_entry};
+  // launch_sequence returns only on failure, after its locals have undone what they can.
+  fail(launch_sequence(policy_path, caller));
+}
+
+}  // namespace sbx::launch

@@ -1,0 +1,98 @@
+#include "helper/mounts.h"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "helper/paths.h"
+
+namespace sbx::mounts {
+
+Status make_mounts_private(bool slave) {
+  if (mount(nullptr, "/", nullptr, MS_REC | (slave ? MS_SLAVE : MS_PRIVATE), nullptr) != 0) {
+    return Status(Step::kMakeMountsPrivate, errno, slave ? "make / rslave" : "make / rprivate");
+  }
+  return {};
+}
+
+Status mount_proc() {
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+    return Status(Step::kMountProc, errno, "mount proc on /proc");
+  }
+  return {};
+}
+
+Result<SandboxDir> SandboxDir::make(const std::string& root, const std::string& name, uid_t uid) {
+  SandboxDir dir;
+  dir.name_ = name;
+  dir.root_fd_.reset(paths::open_no_symlinks(AT_FDCWD, root, O_PATH | O_DIRECTORY, false));
+  if (!dir.root_fd_) return Status(Step::kMakeSandboxDir, errno, "open sandbox root " + root);
+  if (mkdirat(dir.root_fd_.get(), name.c_str(), 0700) == 0) {
+    dir.created_ = true;
+  } else if (errno != EEXIST) {
+    return Status(Step::kMakeSandboxDir, errno, "mkdir " + root + "/" + name);
+  }
+  dir.dir_fd_.reset(
+      paths::open_no_symlinks(dir.root_fd_.get(), name, O_PATH | O_DIRECTORY, true));
+  if (!dir.dir_fd_) {
+    int err = errno;
+    return Status(Step::kMakeSandboxDir, err,
+                  "open " + root + "/" + name + (err == ELOOP ? " (a symlink)" : ""));
+  }
+  struct stat st;
+  if (fstat(dir.dir_fd_.get(), &st) != 0) return Status(Step::kMakeSandboxDir, errno, "fstat");
+  if (st.st_uid != uid) {
+    return Status(Step::kMakeSandboxDir, EPERM, root + "/" + name + " is not owned by the caller");
+  }
+  return dir;
+}
+
+SandboxDir::~SandboxDir() {
+  if (!created_ || !root_fd_) return;
+  // Still privileged and in the private namespace: the tmpfs (if any) is ours to detach. The
+  // magic link of the mount's own fd names exactly that mount, whatever the path now holds.
+  if (mount_fd_) {
+    std::string self = "/proc/self/fd/" + std::to_string(mount_fd_.get());
+    umount2(self.c_str(), MNT_DETACH);
+    mount_fd_.reset();
+  }
+  dir_fd_.reset();
+  unlinkat(root_fd_.get(), name_.c_str(), AT_REMOVEDIR);
+}
+
+Status SandboxDir::mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid) {
+  UniqueFd fs(fsopen("tmpfs", FSOPEN_CLOEXEC));
+  if (!fs) return Status(Step::kMountTmpfs, errno, "fsopen tmpfs");
+  auto set = [&](const char* key, const std::string& value) {
+    return fsconfig(fs.get(), FSCONFIG_SET_STRING, key, value.c_str(), 0) == 0;
+  };
+  if (!set("size", std::to_string(size_mb) + "m") || !set("mode", "0700") ||
+      !set("uid", std::to_string(uid)) || !set("gid", std::to_string(gid))) {
+    return Status(Step::kMountTmpfs, errno, "fsconfig tmpfs options");
+  }
+  if (fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
+    return Status(Step::kMountTmpfs, errno, "create tmpfs");
+  }
+  UniqueFd mnt(fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV));
+  if (!mnt) return Status(Step::kMountTmpfs, errno, "fsmount tmpfs");
+  if (move_mount(mnt.get(), "", dir_fd_.get(), "",
+                 MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
+    return Status(Step::kMountTmpfs, errno, "move_mount tmpfs onto the sandbox dir");
+  }
+  mount_fd_ = std::move(mnt);
+  return {};
+}
+
+Status SandboxDir::create_links(const std::vector<protocol::Link>& links) {
+  for (const auto& link : links) {
+    if (symlinkat(link.target.c_str(), mount_fd_.get(), link.name.c_str()) != 0) {
+      return Status(Step::kCreateLinks, errno, "symlink " + link.name + " -> " + link.target);
+    }
+  }
+  return {};
+}
+
+}  // namespace sbx::mounts

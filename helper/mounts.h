@@ -1,0 +1,54 @@
+// The helper's mount work, all inside its private mount namespace: propagation, procfs for a
+// new PID namespace, the caller's sandbox dir with a size-capped tmpfs on it, and the links.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "common/protocol.h"
+#include "common/status.h"
+#include "common/unique_fd.h"
+
+namespace sbx::mounts {
+
+// Makes "/" recursively private (or slave), so nothing mounted here reaches the host.
+Status make_mounts_private(bool slave);
+
+// Mounts a procfs of the current PID namespace on /proc.
+Status mount_proc();
+
+// The sandbox dir: a direct child of a sandbox root, reached with no symlink anywhere.
+class SandboxDir {
+ public:
+  // Opens `root` (no symlinks) and creates or reuses `root/name`. An existing entry must be a
+  // directory owned by `uid`. Runs with the caller's fsuid, so a new dir is the caller's.
+  static Result<SandboxDir> make(const std::string& root, const std::string& name, uid_t uid);
+
+  SandboxDir(SandboxDir&&) = default;
+  SandboxDir& operator=(SandboxDir&&) = default;
+  // Runs only when the launch fails (a successful exec never returns): detaches the tmpfs
+  // and removes the dir if this launch created it. Past the capability drop both fail
+  // quietly; the dir is then the caller's to remove (docs/protocol.md).
+  ~SandboxDir();
+
+  // Mounts a tmpfs (nosuid, nodev, mode 0700, uid/gid, size cap) on the dir through its fd,
+  // so a path swap cannot move the mount elsewhere. Keeps the mount's fd.
+  Status mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid);
+
+  // symlinkat(target, tmpfs, name) for each link.
+  Status create_links(const std::vector<protocol::Link>& links);
+
+  int mount_fd() const { return mount_fd_.get(); }
+
+ private:
+  SandboxDir() = default;
+  UniqueFd root_fd_;
+  UniqueFd dir_fd_;
+  UniqueFd mount_fd_;
+  std::string name_;
+  bool created_ = false;
+};
+
+}  // namespace sbx::mounts
