@@ -113,8 +113,7 @@ struct Datagram {
 };
 
 // Sends one message with optional fds (SCM_RIGHTS). Retries EINTR.
-Status send_datagram(int sock, std::span<const uint8_t> bytes, std::span<const int> fds,
-                     Step step);
+Status send_datagram(int sock, std::span<const uint8_t> bytes, std::span<const int> fds, Step step);
 
 // Receives one datagram, waiting at most timeout_ms (-1: forever). Refuses truncated data or
 // control messages (closing any fds that did arrive) and more than max_fds fds.

@@ -27,7 +27,8 @@ Status ensure_stdio_open() {
 Status check_control_socket(int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) return Status(Step::kCheckInvocation, errno, "fd 3 is not open");
-  if (!S_ISSOCK(st.st_mode)) return Status(Step::kCheckInvocation, ENOTSOCK, "fd 3 is not a socket");
+  if (!S_ISSOCK(st.st_mode))
+    return Status(Step::kCheckInvocation, ENOTSOCK, "fd 3 is not a socket");
   int type = 0, domain = 0;
   socklen_t len = sizeof(type);
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET) {

@@ -35,8 +35,7 @@ Result<SandboxDir> SandboxDir::make(const std::string& root, const std::string& 
   } else if (errno != EEXIST) {
     return Status(Step::kMakeSandboxDir, errno, "mkdir " + root + "/" + name);
   }
-  dir.dir_fd_.reset(
-      paths::open_no_symlinks(dir.root_fd_.get(), name, O_PATH | O_DIRECTORY, true));
+  dir.dir_fd_.reset(paths::open_no_symlinks(dir.root_fd_.get(), name, O_PATH | O_DIRECTORY, true));
   if (!dir.dir_fd_) {
     int err = errno;
     return Status(Step::kMakeSandboxDir, err,

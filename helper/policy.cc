@@ -41,7 +41,8 @@ std::string check_netns_glob(std::string_view glob) {
     bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '.' || c == '-' || c == '*' || c == '?' || c == '[' || c == ']' ||
               c == '!';
-    if (!ok) return std::string("contains '") + c + "' (allowed: A-Z a-z 0-9 _ . - * ? [ ] ! {uid})";
+    if (!ok)
+      return std::string("contains '") + c + "' (allowed: A-Z a-z 0-9 _ . - * ? [ ] ! {uid})";
     rest.remove_prefix(1);
   }
   return {};
@@ -148,7 +149,8 @@ Result<Policy> load(const std::string& path) {
   if (!fd.ok()) return fd.status();
   struct stat st;
   if (fstat(fd.value().get(), &st) != 0) return Status(Step::kLoadPolicy, errno, "fstat " + path);
-  if (!S_ISREG(st.st_mode)) return Status(Step::kLoadPolicy, EINVAL, path + " is not a regular file");
+  if (!S_ISREG(st.st_mode))
+    return Status(Step::kLoadPolicy, EINVAL, path + " is not a regular file");
   if (static_cast<size_t>(st.st_size) > kMaxPolicyBytes) {
     return Status(Step::kLoadPolicy, EFBIG, path + " is larger than 64 KiB");
   }

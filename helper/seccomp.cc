@@ -11,8 +11,8 @@ namespace sbx::seccomp {
 namespace {
 
 constexpr std::array<std::string_view, 13> kDenied = {
-    "mount",    "umount2",    "pivot_root", "unshare", "setns",  "move_mount",     "open_tree",
-    "fsopen",   "fsmount",    "fsconfig",   "fspick",  "mount_setattr", "umount",
+    "mount",  "umount2", "pivot_root", "unshare", "setns",         "move_mount", "open_tree",
+    "fsopen", "fsmount", "fsconfig",   "fspick",  "mount_setattr", "umount",
 };
 
 constexpr std::array<unsigned long, 8> kNamespaceCloneFlags = {
@@ -36,7 +36,9 @@ class FilterContext {
 
 }  // namespace
 
-std::span<const std::string_view> denied_syscalls() { return kDenied; }
+std::span<const std::string_view> denied_syscalls() {
+  return kDenied;
+}
 
 Status install_vmm_filter() {
   FilterContext ctx;

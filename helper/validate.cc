@@ -42,9 +42,8 @@ Status check_link_target(const std::string& name, const std::string& target,
 
 }  // namespace
 
-Result<SandboxPlace> check_request(const protocol::LaunchRequest& req,
-                                   const policy::Policy& policy, const Caller& caller,
-                                   size_t received_fds) {
+Result<SandboxPlace> check_request(const protocol::LaunchRequest& req, const policy::Policy& policy,
+                                   const Caller& caller, size_t received_fds) {
   if (caller.uid == 0 && !policy.allow_root_vmm) {
     return refuse(EPERM, "the VMM would run as uid 0 and the policy has allow_root_vmm = false");
   }
@@ -80,8 +79,8 @@ Result<SandboxPlace> check_request(const protocol::LaunchRequest& req,
     }
   }
   if (place.root.empty()) {
-    return refuse(EPERM, "sandbox_dir " + req.sandbox_dir +
-                             " is not a direct child of any sandbox_root");
+    return refuse(EPERM,
+                  "sandbox_dir " + req.sandbox_dir + " is not a direct child of any sandbox_root");
   }
 
   if (req.netns) {
