@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs everything sbx needs to build and test on a fresh Debian 12 (bookworm) machine.
+# Run as root. Only Debian packages; nothing is downloaded from anywhere else.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: run as root (it calls apt-get)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+packages=(
+  # build
+  cmake make pkg-config g++ clang libclang-rt-14-dev clang-format
+  libcap-ng-dev libseccomp-dev
+  libboost1.81-dev libboost-json1.81-dev libboost-log1.81-dev
+  # tests
+  libgtest-dev libgmock-dev libcap2-bin iproute2 util-linux procps
+)
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${packages[@]}"
