@@ -1,0 +1,92 @@
+#include "supervisor/events.h"
+
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cerrno>
+
+namespace sbx::supervisor {
+namespace json = boost::json;
+
+std::string outcome_name(OutcomeKind kind) {
+  switch (kind) {
+    case OutcomeKind::kExited:
+      return "exited";
+    case OutcomeKind::kSignaled:
+      return "signaled";
+    case OutcomeKind::kKilledAfterTimeout:
+      return "killed_after_timeout";
+    case OutcomeKind::kSetupFailed:
+      return "setup_failed";
+    case OutcomeKind::kLost:
+      return "lost";
+  }
+  return "lost";
+}
+
+int Outcome::exit_status() const {
+  switch (kind) {
+    case OutcomeKind::kExited:
+      return code;
+    case OutcomeKind::kSignaled:
+    case OutcomeKind::kKilledAfterTimeout:
+      return 128 + signal;
+    case OutcomeKind::kSetupFailed:
+      return helper_exit == 126 || helper_exit == 127 ? helper_exit : 125;
+    case OutcomeKind::kLost:
+      return 125;
+  }
+  return 125;
+}
+
+void EventWriter::write_line(const std::string& line) {
+  std::string out = line + "\n";
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = write(fd_, out.data() + done, out.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // the reader went away; the sandbox still runs its course
+    done += static_cast<size_t>(n);
+  }
+}
+
+void EventWriter::started(const std::string& id, pid_t pid, pid_t pgid, int64_t t_ms) {
+  write_line(json::serialize(json::object{
+      {"event", "started"}, {"id", id}, {"pid", pid}, {"pgid", pgid}, {"t_ms", t_ms}}));
+}
+
+void EventWriter::ready(const std::string& id, int64_t t_ms) {
+  write_line(json::serialize(json::object{{"event", "ready"}, {"id", id}, {"t_ms", t_ms}}));
+}
+
+void EventWriter::stopping(const std::string& id, const std::string& why, const std::string& step,
+                           int64_t t_ms) {
+  write_line(json::serialize(json::object{
+      {"event", "stopping"}, {"id", id}, {"why", why}, {"step", step}, {"t_ms", t_ms}}));
+}
+
+void EventWriter::exited(const std::string& id, const Outcome& o, int64_t t_ms) {
+  json::object ev{{"event", "exited"}, {"id", id}, {"outcome", outcome_name(o.kind)}};
+  switch (o.kind) {
+    case OutcomeKind::kExited:
+      ev["code"] = o.code;
+      break;
+    case OutcomeKind::kSignaled:
+    case OutcomeKind::kKilledAfterTimeout:
+      ev["signal"] = o.signal;
+      break;
+    case OutcomeKind::kSetupFailed:
+      ev["step"] = o.step;
+      ev["errno"] = o.err;
+      ev["detail"] = o.detail;
+      break;
+    case OutcomeKind::kLost:
+      ev["detail"] = o.detail;
+      break;
+  }
+  ev["exit_status"] = o.exit_status();
+  ev["t_ms"] = t_ms;
+  write_line(json::serialize(ev));
+}
+
+}  // namespace sbx::supervisor

@@ -1,0 +1,44 @@
+// Events: one JSON object per line on the events fd, the supervisor's contract with the tooling
+// that runs it. `t_ms` counts from the launch request.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+namespace sbx::supervisor {
+
+enum class OutcomeKind { kExited, kSignaled, kKilledAfterTimeout, kSetupFailed, kLost };
+
+// How a sandbox ended: exactly one per sandbox; the first one set is kept.
+struct Outcome {
+  OutcomeKind kind = OutcomeKind::kLost;
+  int code = 0;        // kExited
+  int signal = 0;      // kSignaled, kKilledAfterTimeout
+  std::string step;    // kSetupFailed
+  int err = 0;         // kSetupFailed
+  std::string detail;  // kSetupFailed, kLost
+  int helper_exit = 125;
+
+  // The supervisor's exit status: the VMM's code, 128+signal, 125/126/127 before exec.
+  int exit_status() const;
+};
+
+std::string outcome_name(OutcomeKind kind);
+
+class EventWriter {
+ public:
+  explicit EventWriter(int fd) : fd_(fd) {}
+  void started(const std::string& id, pid_t pid, pid_t pgid, int64_t t_ms);
+  void ready(const std::string& id, int64_t t_ms);
+  void stopping(const std::string& id, const std::string& why, const std::string& step,
+                int64_t t_ms);
+  void exited(const std::string& id, const Outcome& outcome, int64_t t_ms);
+
+ private:
+  void write_line(const std::string& line);
+  int fd_;
+};
+
+}  // namespace sbx::supervisor

@@ -1,0 +1,36 @@
+// Starting sbx-nsexec: a SOCK_SEQPACKET socketpair, the helper spawned with Boost.Process with
+// its end at fd 3 and nothing else beyond 0-2, one LAUNCH, then read to ERROR or EOF.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+
+#include "common/protocol.h"
+#include "common/unique_fd.h"
+#include "supervisor/spec.h"
+
+namespace sbx::supervisor {
+
+// A failure of the launch before the VMM runs: a helper step, or the supervisor's own
+// ("spawn_helper", "control_socket").
+struct SetupFailure {
+  std::string step;
+  int err = 0;
+  std::string detail;
+  int helper_exit = 125;  // the helper's exit status when it reported the failure
+};
+
+struct Launched {
+  pid_t vmm_pid = -1;  // == pgid; the helper's pid, or the PID-namespace init's
+  UniqueFd pidfd;      // pidfd of vmm_pid, opened before the child can be reaped
+  std::optional<SetupFailure> failure;
+};
+
+// Preconditions: the caller is a child subreaper (PID-namespace launches hand it the VMM) and
+// has SIGCHLD at its default disposition. `reply_timeout_ms` bounds the wait for EOF.
+Launched launch_helper(const std::string& helper_path, const protocol::LaunchRequest& request,
+                       Stdio stdio, int reply_timeout_ms);
+
+}  // namespace sbx::supervisor

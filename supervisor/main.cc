@@ -1,0 +1,196 @@
+// sbx-supervisor: the unprivileged per-VM monitor. `run` launches one sandbox through
+// sbx-nsexec and supervises it; `check` validates a spec and prints what would run.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <string_view>
+
+#include "supervisor/logging.h"
+#include "supervisor/privileges.h"
+#include "supervisor/run.h"
+#include "supervisor/spec.h"
+
+#ifndef SBX_VERSION
+#define SBX_VERSION "0.0.0"
+#endif
+#ifndef SBX_HELPER_PATH
+#define SBX_HELPER_PATH "/usr/libexec/sbx/sbx-nsexec"
+#endif
+
+namespace {
+
+using namespace sbx::supervisor;
+
+constexpr int kSetupFailure = 125;
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: sbx-supervisor run --spec FILE|- [--helper PATH] [--events-fd N]\n"
+               "                          [--stop-timeout-ms N] [--log-format text|json]\n"
+               "                          [--allow-root]\n"
+               "       sbx-supervisor check --spec FILE|-\n"
+               "       sbx-supervisor --help | --version\n"
+               "\n"
+               "run    launch one sandbox through sbx-nsexec (default helper %s),\n"
+               "       write JSON-lines events to fd N (default 1), stop it on SIGTERM/SIGINT,\n"
+               "       and exit with the VMM's status (128+signal if signaled; 125 setup\n"
+               "       failure, 126 VMM not executable, 127 VMM not found)\n"
+               "check  validate the spec and print the VMM argv, links and netns as JSON\n",
+               SBX_HELPER_PATH);
+}
+
+bool read_spec(const std::string& where, std::string* text, std::string* error) {
+  std::stringstream buf;
+  if (where == "-") {
+    buf << std::cin.rdbuf();
+  } else {
+    std::ifstream in(where);
+    if (!in) {
+      *error = "cannot read spec file " + where;
+      return false;
+    }
+    buf << in.rdbuf();
+  }
+  *text = buf.str();
+  return true;
+}
+
+struct Args {
+  std::string command, spec_path, helper = SBX_HELPER_PATH;
+  int events_fd = 1;
+  std::optional<uint32_t> stop_timeout_ms;
+  LogFormat log_format = LogFormat::kText;
+  bool allow_root = false;
+  GroupSignalMode signal_mode = GroupSignalMode::kAuto;
+};
+
+bool parse_number(const std::string& s, long min, long max, long* out) {
+  char* end = nullptr;
+  errno = 0;
+  long v = std::strtol(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || errno != 0 || v < min || v > max) return false;
+  *out = v;
+  return true;
+}
+
+// Returns an error message, or "" when args are complete.
+std::string parse_args(int argc, char** argv, Args* a) {
+  if (argc < 2) return "missing command";
+  a->command = argv[1];
+  if (a->command != "run" && a->command != "check") return "unknown command '" + a->command + "'";
+  for (int i = 2; i < argc; ++i) {
+    std::string opt = argv[i];
+    auto value = [&](std::string* v) {
+      if (i + 1 >= argc) return false;
+      *v = argv[++i];
+      return true;
+    };
+    std::string v;
+    long n;
+    if (opt == "--spec") {
+      if (!value(&a->spec_path)) return "--spec needs FILE or -";
+    } else if (opt == "--helper" && a->command == "run") {
+      if (!value(&a->helper) || a->helper.empty() || a->helper[0] != '/') {
+        return "--helper needs an absolute path";
+      }
+    } else if (opt == "--events-fd" && a->command == "run") {
+      if (!value(&v) || !parse_number(v, 1, 1 << 20, &n)) return "--events-fd needs a number >= 1";
+      a->events_fd = static_cast<int>(n);
+    } else if (opt == "--stop-timeout-ms" && a->command == "run") {
+      if (!value(&v) || !parse_number(v, 0, kMaxStopTimeoutMs, &n)) {
+        return "--stop-timeout-ms needs a number in 0..3600000";
+      }
+      a->stop_timeout_ms = static_cast<uint32_t>(n);
+    } else if (opt == "--log-format" && a->command == "run") {
+      if (!value(&v) || (v != "text" && v != "json")) return "--log-format needs text or json";
+      a->log_format = v == "json" ? LogFormat::kJson : LogFormat::kText;
+    } else if (opt == "--allow-root" && a->command == "run") {
+      a->allow_root = true;
+    } else if (opt == "--signal-mode" && a->command == "run") {
+      // kill(-pgid) instead of pidfd group signals: the path older kernels take.
+      if (!value(&v) || (v != "auto" && v != "kill")) return "--signal-mode needs auto or kill";
+      a->signal_mode = v == "kill" ? GroupSignalMode::kKill : GroupSignalMode::kAuto;
+    } else {
+      return "unknown option '" + opt + "' for " + a->command;
+    }
+  }
+  if (a->spec_path.empty()) return "--spec is required";
+  return {};
+}
+
+int check(const Spec& spec) {
+  auto req = launch_request(spec);
+  boost::json::array argv{boost::json::value(req.vmm)};
+  for (const auto& arg : req.args) argv.emplace_back(arg);
+  boost::json::object links;
+  for (const auto& l : req.links) links[l.name] = l.target;
+  boost::json::object out{{"id", spec.id},
+                          {"kind", std::string(kind_name(spec.kind))},
+                          {"argv", argv},
+                          {"sandbox_dir", spec.sandbox_dir},
+                          {"links", links},
+                          {"netns", spec.netns ? boost::json::value(*spec.netns) : nullptr},
+                          {"pid_namespace", spec.pid_namespace}};
+  std::cout << boost::json::serialize(out) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 2 && std::string_view(argv[1]) == "--help") {
+    usage(stdout);
+    return 0;
+  }
+  if (argc == 2 && std::string_view(argv[1]) == "--version") {
+    std::printf("sbx-supervisor %s\n", SBX_VERSION);
+    return 0;
+  }
+  Args args;
+  if (std::string err = parse_args(argc, argv, &args); !err.empty()) {
+    std::fprintf(stderr, "sbx-supervisor: %s\n", err.c_str());
+    usage(stderr);
+    return 2;
+  }
+  const int fail = args.command == "check" ? 1 : kSetupFailure;
+  std::string text, err;
+  if (!read_spec(args.spec_path, &text, &err)) {
+    std::fprintf(stderr, "sbx-supervisor: %s\n", err.c_str());
+    return fail;
+  }
+  auto parsed = parse_spec(text);
+  if (auto* e = std::get_if<std::string>(&parsed)) {
+    std::fprintf(stderr, "sbx-supervisor: %s\n", e->c_str());
+    return fail;
+  }
+  Spec spec = std::get<Spec>(std::move(parsed));
+  if (args.command == "check") return check(spec);
+
+  if (args.stop_timeout_ms) spec.stop_timeout_ms = *args.stop_timeout_ms;
+  init_logging(args.log_format);
+  if (std::string why = drop_all_capabilities(); !why.empty()) {
+    log_error(spec.id, "refusing to run with capabilities: " + why);
+    return kSetupFailure;
+  }
+  if ((getuid() == 0 || geteuid() == 0) && !args.allow_root) {
+    log_error(spec.id, "refusing to run as uid 0 without --allow-root");
+    return kSetupFailure;
+  }
+  struct stat st;
+  if (args.events_fd != 1 && fstat(args.events_fd, &st) != 0) {
+    log_error(spec.id, "--events-fd " + std::to_string(args.events_fd) + " is not open");
+    return kSetupFailure;
+  }
+  // The events fd must not leak into the helper or the VMM.
+  fcntl(args.events_fd, F_SETFD, FD_CLOEXEC);
+  RunOptions options{args.helper, args.events_fd, args.signal_mode};
+  return run_sandbox(spec, options);
+}

@@ -1,0 +1,254 @@
+#include "supervisor/run.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "supervisor/events.h"
+#include "supervisor/helper_launch.h"
+#include "supervisor/logging.h"
+#include "supervisor/stop_ladder.h"
+
+#ifndef PIDFD_SIGNAL_PROCESS_GROUP
+#define PIDFD_SIGNAL_PROCESS_GROUP (1UL << 2)
+#endif
+
+namespace sbx::supervisor {
+namespace {
+
+constexpr int kReadyPollMs = 10;
+constexpr int kHelperReplyTimeoutMs = 30000;
+constexpr int kOrphanReapMs = 1000;
+
+int64_t now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool socket_accepts(const std::string& path) {
+  UniqueFd s(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!s) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  return connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+}
+
+// Signals for one tracked VMM: its process group, and for a PID namespace its init.
+class GroupSignaller {
+ public:
+  GroupSignaller(pid_t pgid, int pidfd, GroupSignalMode mode)
+      : pgid_(pgid), pidfd_(pidfd), mode_(mode) {}
+
+  // Never kill(-1), never a pgid <= 1.
+  void signal_group(int sig) {
+    if (pgid_ <= 1) return;
+    if (mode_ == GroupSignalMode::kAuto &&
+        syscall(SYS_pidfd_send_signal, pidfd_, sig, nullptr, PIDFD_SIGNAL_PROCESS_GROUP) == 0) {
+      return;
+    }
+    // Older kernels (EINVAL), or the leader already exited while group members remain.
+    kill(-pgid_, sig);
+  }
+  void signal_leader(int sig) { syscall(SYS_pidfd_send_signal, pidfd_, sig, nullptr, 0); }
+
+ private:
+  pid_t pgid_;
+  int pidfd_;
+  GroupSignalMode mode_;
+};
+
+// As a subreaper the supervisor inherits what the VMM left behind: reap it, bounded.
+void reap_orphans() {
+  int64_t deadline = now_ms() + kOrphanReapMs;
+  while (true) {
+    int status;
+    pid_t r = waitpid(-1, &status, WNOHANG);
+    if (r > 0) continue;
+    if (r < 0 || now_ms() >= deadline) return;  // ECHILD: nothing left
+    usleep(2000);
+  }
+}
+
+Outcome outcome_from(const siginfo_t& info, bool killed_by_ladder) {
+  Outcome o;
+  if (info.si_code == CLD_EXITED) {
+    o.kind = OutcomeKind::kExited;
+    o.code = info.si_status;
+  } else {
+    o.signal = info.si_status;
+    o.kind = killed_by_ladder && info.si_status == SIGKILL ? OutcomeKind::kKilledAfterTimeout
+                                                           : OutcomeKind::kSignaled;
+  }
+  return o;
+}
+
+struct Cleanup {
+  std::string sandbox_dir;
+  bool remove_sandbox_dir = false;
+  std::string api_socket;
+  bool remove_api_socket = false;
+
+  void run() const {
+    if (remove_sandbox_dir) rmdir(sandbox_dir.c_str());  // empty: the tmpfs died with the VMM
+    struct stat st;
+    if (remove_api_socket && lstat(api_socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+      unlink(api_socket.c_str());
+    }
+  }
+};
+
+const char* signal_word(int sig) {
+  return sig == SIGINT ? "SIGINT" : "SIGTERM";
+}
+
+}  // namespace
+
+int run_sandbox(const Spec& spec, const RunOptions& options) {
+  EventWriter events(options.events_fd);
+  signal(SIGPIPE, SIG_IGN);
+  // The VMM of a PID-namespace launch and whatever the VMM orphans become ours to reap.
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) {
+    log_error(spec.id, std::string("PR_SET_CHILD_SUBREAPER: ") + std::strerror(errno));
+    Outcome o{OutcomeKind::kSetupFailed, 0, 0, "spawn_helper", errno, "PR_SET_CHILD_SUBREAPER"};
+    events.exited(spec.id, o, 0);
+    return o.exit_status();
+  }
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop_signals, nullptr);  // the helper resets its mask at entry
+  UniqueFd sigfd(signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+
+  struct stat st;
+  Cleanup cleanup{spec.sandbox_dir, lstat(spec.sandbox_dir.c_str(), &st) != 0,
+                  spec.api_socket.value_or(""),
+                  spec.api_socket && lstat(spec.api_socket->c_str(), &st) != 0};
+
+  const int64_t t0 = now_ms();
+  auto t = [&] { return now_ms() - t0; };
+  log_info(spec.id, "launching " + spec.binary + " through " + options.helper_path);
+  Launched launched =
+      launch_helper(options.helper_path, launch_request(spec), spec.stdio, kHelperReplyTimeoutMs);
+  if (launched.failure) {
+    const SetupFailure& f = *launched.failure;
+    Outcome o{OutcomeKind::kSetupFailed, 0, 0, f.step, f.err, f.detail, f.helper_exit};
+    log_error(spec.id, "setup failed at " + f.step + ": " + f.detail + ": " + std::strerror(f.err));
+    reap_orphans();
+    cleanup.run();
+    events.exited(spec.id, o, t());
+    return o.exit_status();
+  }
+  const pid_t pid = launched.vmm_pid;
+  events.started(spec.id, pid, pid, t());
+  log_info(spec.id, "VMM running as pid " + std::to_string(pid));
+  GroupSignaller signaller(pid, launched.pidfd.get(), options.signal_mode);
+
+  bool ready = !spec.api_socket.has_value();
+  if (ready) events.ready(spec.id, t());
+  std::optional<StopLadder> ladder;
+  std::string why;
+  Outcome outcome;
+  auto start_ladder = [&](const std::string& reason) {
+    why = reason;
+    // The graceful API requests of the VMM kinds come with their clients; none yet here.
+    ladder.emplace(now_ms(), spec.stop_timeout_ms, /*has_graceful_request=*/false);
+    log_info(spec.id, "stopping: " + reason);
+  };
+
+  while (true) {
+    int timeout = -1;
+    if (!ready && !ladder) timeout = kReadyPollMs;
+    if (ladder) {
+      int64_t w = ladder->wait_ms(now_ms());
+      if (w >= 0 && (timeout < 0 || w < timeout)) timeout = static_cast<int>(w);
+    }
+    pollfd fds[2] = {{launched.pidfd.get(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
+    int n = poll(fds, 2, timeout);
+    if (n < 0 && errno != EINTR) {
+      outcome = Outcome{OutcomeKind::kLost, 0, 0, "", errno, "poll failed"};
+      break;
+    }
+    if (fds[0].revents & POLLIN) {
+      siginfo_t info{};
+      // Peek first: the zombie leader keeps the group id alive while the rest is killed.
+      if (waitid(P_PIDFD, launched.pidfd.get(), &info, WEXITED | WNOWAIT) == 0) {
+        signaller.signal_group(SIGKILL);
+        waitid(P_PIDFD, launched.pidfd.get(), &info, WEXITED);
+        outcome = outcome_from(info, ladder && ladder->killed());
+      } else {
+        outcome = Outcome{OutcomeKind::kLost, 0, 0, "", errno, "waitid on the VMM failed"};
+      }
+      break;
+    }
+    if (fds[1].revents & POLLIN) {
+      signalfd_siginfo si;
+      while (read(sigfd.get(), &si, sizeof(si)) == sizeof(si)) {
+        if (!ladder) start_ladder(signal_word(static_cast<int>(si.ssi_signo)));
+      }
+    }
+    if (!ready && !ladder) {
+      if (socket_accepts(*spec.api_socket)) {
+        ready = true;
+        events.ready(spec.id, t());
+        log_info(spec.id, "ready after " + std::to_string(t()) + " ms");
+      } else if (t() >= spec.ready_timeout_ms) {
+        start_ladder("not_ready");
+      }
+    }
+    if (!ladder) continue;
+    bool gave_up = false;
+    while (auto action = ladder->due(now_ms())) {
+      switch (*action) {
+        case StopAction::kGracefulRequest:
+          events.stopping(spec.id, why, "graceful_request", t());
+          break;
+        case StopAction::kTerminate:
+          events.stopping(spec.id, why, "sigterm", t());
+          signaller.signal_group(SIGTERM);
+          signaller.signal_group(SIGCONT);
+          break;
+        case StopAction::kKill:
+          events.stopping(spec.id, why, "sigkill", t());
+          log_warning(spec.id, "stop budget spent: SIGKILL to the process group");
+          signaller.signal_group(SIGKILL);
+          signaller.signal_leader(SIGKILL);  // the PID-namespace init takes its namespace along
+          break;
+        case StopAction::kGiveUp:
+          gave_up = true;
+          break;
+      }
+    }
+    if (gave_up) {
+      outcome = Outcome{OutcomeKind::kLost,
+                        0,
+                        0,
+                        "",
+                        0,
+                        "not reaped 1000 ms after SIGKILL (uninterruptible sleep?)"};
+      log_error(spec.id, outcome.detail);
+      break;
+    }
+  }
+  reap_orphans();
+  if (outcome.kind != OutcomeKind::kLost) cleanup.run();
+  events.exited(spec.id, outcome, t());
+  log_info(spec.id, "outcome " + outcome_name(outcome.kind) + ", exit status " +
+                        std::to_string(outcome.exit_status()));
+  return outcome.exit_status();
+}
+
+}  // namespace sbx::supervisor

@@ -1,0 +1,27 @@
+// `sbx-supervisor run`: one sandbox from launch to reaped, with readiness, the stop ladder on
+// SIGTERM/SIGINT or not_ready, exactly one `exited` event, and nothing left behind.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "supervisor/spec.h"
+
+namespace sbx::supervisor {
+
+enum class GroupSignalMode {
+  kAuto,  // pidfd_send_signal(PIDFD_SIGNAL_PROCESS_GROUP) where the kernel has it
+  kKill,  // kill(-pgid): the path for kernels before 6.9
+};
+
+struct RunOptions {
+  std::string helper_path;
+  int events_fd = 1;
+  GroupSignalMode signal_mode = GroupSignalMode::kAuto;
+};
+
+// Preconditions: single-threaded; SIGTERM and SIGINT not yet blocked. Returns the exit status
+// of `sbx-supervisor run` (see Outcome::exit_status).
+int run_sandbox(const Spec& spec, const RunOptions& options);
+
+}  // namespace sbx::supervisor

@@ -1,0 +1,637 @@
+// probe_vmm: a stand-in "VMM" for the sandbox integration tests. It runs where the real monitor
+// would, records what it can observe about its confinement (ids, caps, namespaces, fds, mounts,
+// seccomp verdicts) as one JSON report, then idles like a VMM until SIGTERM, so tests assert facts.
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+extern char** environ;
+
+// Older headers lack the new mount API; the numbers are shared by x86_64 and aarch64.
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#endif
+#ifndef SYS_fsconfig
+#define SYS_fsconfig 431
+#endif
+#ifndef SYS_fsmount
+#define SYS_fsmount 432
+#endif
+
+namespace {
+
+constexpr int kUsageExit = 2;
+constexpr int kSetupExit = 3;
+
+volatile sig_atomic_t g_sigterm = 0;
+// Children we forked; killed only if setup fails, so a broken probe leaves no strays behind.
+std::vector<pid_t> g_spawned;
+
+void OnSigterm(int) {
+  g_sigterm = 1;
+}
+
+[[noreturn]] void Fail(const std::string& what) {
+  int err = errno;
+  std::fprintf(stderr, "probe_vmm: %s: %s\n", what.c_str(), std::strerror(err));
+  for (pid_t pid : g_spawned) kill(pid, SIGKILL);
+  std::exit(kSetupExit);
+}
+
+[[noreturn]] void Usage(const std::string& msg) {
+  std::fprintf(stderr,
+               "probe_vmm: %s\nusage: probe_vmm --report PATH [--api-sock PATH] "
+               "[--ignore-sigterm] [--children N] [--setsid-child] [--exit-code N] [-- ARGS...]\n",
+               msg.c_str());
+  std::exit(kUsageExit);
+}
+
+// Minimal streaming JSON writer; tracks comma placement per nesting level. Methods chain, so a
+// member reads as w.Key("pid").Int(pid).
+class JsonWriter {
+ public:
+  JsonWriter& BeginObject() { return Open('{'); }
+  JsonWriter& EndObject() { return Close('}'); }
+  JsonWriter& BeginArray() { return Open('['); }
+  JsonWriter& EndArray() { return Close(']'); }
+  JsonWriter& Key(std::string_view key) {
+    String(key).out_ += ':';
+    after_key_ = true;
+    return *this;
+  }
+  JsonWriter& String(std::string_view s) {
+    Separate().out_ += '"';
+    for (unsigned char c : s) {
+      if (c == '"' || c == '\\') {
+        out_ += '\\';
+        out_ += static_cast<char>(c);
+      } else if (c < 0x20 || c == 0x7f) {
+        char buf[8];
+        std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+        out_ += buf;
+      } else {
+        out_ += static_cast<char>(c);
+      }
+    }
+    out_ += '"';
+    return *this;
+  }
+  JsonWriter& Int(long long v) { return Raw(std::to_string(v)); }
+  JsonWriter& Uint(unsigned long long v) { return Raw(std::to_string(v)); }
+  JsonWriter& Null() { return Raw("null"); }
+  JsonWriter& OptString(const std::optional<std::string>& s) { return s ? String(*s) : Null(); }
+  JsonWriter& OptInt(const std::optional<long long>& v) { return v ? Int(*v) : Null(); }
+  const std::string& str() const { return out_; }
+
+ private:
+  JsonWriter& Raw(const std::string& token) {
+    Separate().out_ += token;
+    return *this;
+  }
+  JsonWriter& Open(char c) {
+    Separate().out_ += c;
+    first_.push_back(true);
+    return *this;
+  }
+  JsonWriter& Close(char c) {
+    out_ += c;
+    first_.pop_back();
+    return *this;
+  }
+  JsonWriter& Separate() {
+    if (after_key_) {
+      after_key_ = false;
+    } else if (!first_.empty()) {
+      if (!first_.back()) out_ += ',';
+      first_.back() = false;
+    }
+    return *this;
+  }
+
+  std::string out_;
+  std::vector<bool> first_;
+  bool after_key_ = false;
+};
+
+std::optional<std::string> ReadFile(const char* path, size_t limit) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string data;
+  char buf[4096];
+  while (data.size() < limit) {
+    ssize_t n = read(fd, buf, std::min(sizeof(buf), limit - data.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      close(fd);
+      return std::nullopt;
+    }
+    if (n == 0) break;
+    data.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return data;
+}
+
+std::vector<std::string> SplitLines(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    lines.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+// Splits on every single space, keeping empty fields: mountinfo escapes embedded spaces, and an
+// empty mount source must not shift the super options into its slot.
+std::vector<std::string> SplitSpaces(const std::string& line) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t end; (end = line.find(' ', start)) != std::string::npos; start = end + 1) {
+    out.push_back(line.substr(start, end - start));
+  }
+  out.push_back(line.substr(start));
+  return out;
+}
+
+// /proc/self/status as "Key" -> value with surrounding whitespace removed.
+std::map<std::string, std::string> ReadStatus() {
+  std::map<std::string, std::string> fields;
+  auto text = ReadFile("/proc/self/status", 1 << 16);
+  if (!text) return fields;
+  for (const std::string& line : SplitLines(*text)) {
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    size_t b = line.find_first_not_of(" \t", colon + 1);
+    size_t e = line.find_last_not_of(" \t");
+    fields[line.substr(0, colon)] = b == std::string::npos ? "" : line.substr(b, e - b + 1);
+  }
+  return fields;
+}
+
+std::optional<std::string> Lookup(const std::map<std::string, std::string>& m, const char* key) {
+  auto it = m.find(key);
+  if (it == m.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<long long> LookupInt(const std::map<std::string, std::string>& m, const char* key) {
+  auto s = Lookup(m, key);
+  if (!s || s->empty()) return std::nullopt;
+  char* end = nullptr;
+  long long v = std::strtoll(s->c_str(), &end, 10);
+  if (*end != '\0') return std::nullopt;
+  return v;
+}
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string UnescapeOctal(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto is_octal = [](char c) { return c >= '0' && c <= '7'; };
+    if (s[i] == '\\' && i + 3 < s.size() && is_octal(s[i + 1]) && is_octal(s[i + 2]) &&
+        is_octal(s[i + 3])) {
+      out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
+      i += 3;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> ReadLinkAt(int dirfd, const char* path) {
+  char buf[4096];
+  ssize_t n = readlinkat(dirfd, path, buf, sizeof(buf));
+  if (n < 0) return std::nullopt;
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+std::optional<std::vector<std::string>> ListDir(const char* path) {
+  DIR* dir = opendir(path);
+  if (dir == nullptr) return std::nullopt;
+  std::vector<std::string> names;
+  while (dirent* ent = readdir(dir)) {
+    std::string_view name = ent->d_name;
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
+  closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void WriteNsInode(JsonWriter& w, const char* key, const char* path) {
+  struct stat st;
+  stat(path, &st) == 0 ? w.Key(key).Uint(st.st_ino) : w.Key(key).Null();
+}
+
+void WriteCwdMount(JsonWriter& w, const std::optional<std::string>& cwd) {
+  w.Key("cwd_mount");
+  auto text = ReadFile("/proc/self/mountinfo", 1 << 22);
+  std::optional<std::vector<std::string>> match;
+  size_t sep = 0;
+  if (cwd && text) {
+    for (const std::string& line : SplitLines(*text)) {
+      std::vector<std::string> f = SplitSpaces(line);
+      auto dash = std::find(f.begin() + std::min<size_t>(f.size(), 6), f.end(), "-");
+      if (f.size() < 6 || dash == f.end() || f.end() - dash < 4) continue;
+      // Last match wins: later lines are mounts stacked on top of earlier ones.
+      if (UnescapeOctal(f[4]) == *cwd) {
+        sep = static_cast<size_t>(dash - f.begin());
+        match = std::move(f);
+      }
+    }
+  }
+  if (!match) {
+    w.Null();
+    return;
+  }
+  const std::vector<std::string>& f = *match;
+  std::string propagation;
+  for (size_t i = 6; i < sep; ++i) propagation += (i > 6 ? " " : "") + f[i];
+  w.BeginObject().Key("fstype").String(f[sep + 1]).Key("mount_options").String(f[5]);
+  w.Key("super_options").String(f[sep + 3]).Key("propagation").String(propagation).EndObject();
+}
+
+// errno of a raw syscall (0 on success); a returned fd is closed so probing leaks nothing.
+long long SyscallErrno(long ret, bool returns_fd) {
+  if (ret >= 0) {
+    if (returns_fd) close(static_cast<int>(ret));
+    return 0;
+  }
+  return errno;
+}
+
+// Runs unshare(CLONE_NEWUSER) in a throwaway child so success cannot change the probe itself.
+// Negative result: the child died from that signal (e.g. a SECCOMP_RET_KILL filter).
+std::optional<long long> ProbeUnshareNewuser() {
+  pid_t pid = fork();
+  if (pid < 0) return std::nullopt;
+  if (pid == 0) _exit(syscall(SYS_unshare, CLONE_NEWUSER) == 0 ? 0 : errno);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return std::nullopt;
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return std::nullopt;
+}
+
+void WriteDeniedSyscalls(JsonWriter& w) {
+  w.Key("denied_syscalls").BeginObject();
+  auto probe = [&w](const char* name, long ret, bool returns_fd) {
+    long long err = SyscallErrno(ret, returns_fd);
+    w.Key(name).Int(err);
+  };
+  probe("mount", syscall(SYS_mount, nullptr, nullptr, nullptr, 0, nullptr), false);
+  probe("umount2", syscall(SYS_umount2, nullptr, 0), false);
+  probe("pivot_root", syscall(SYS_pivot_root, nullptr, nullptr), false);
+  probe("unshare", syscall(SYS_unshare, -1L), false);
+  probe("setns", syscall(SYS_setns, -1, 0), false);
+  probe("move_mount", syscall(SYS_move_mount, -1, nullptr, -1, nullptr, 0), false);
+  probe("open_tree", syscall(SYS_open_tree, -1, nullptr, 0), true);
+  probe("fsopen", syscall(SYS_fsopen, nullptr, 0), true);
+  probe("fsmount", syscall(SYS_fsmount, -1, 0, 0), true);
+  probe("fsconfig", syscall(SYS_fsconfig, -1, 0, nullptr, nullptr, 0), false);
+  w.Key("unshare_newuser").OptInt(ProbeUnshareNewuser());
+  w.EndObject();
+}
+
+struct Options {
+  std::string report;
+  std::optional<std::string> api_sock;
+  bool ignore_sigterm = false;
+  int children = 0;
+  bool setsid_child = false;
+  int exit_code = 0;
+};
+
+int ParseInt(const std::string& flag, const char* value, int lo, int hi) {
+  char* end = nullptr;
+  errno = 0;
+  long v = std::strtol(value, &end, 10);
+  if (errno != 0 || end == value || *end != '\0' || v < lo || v > hi) {
+    Usage(flag + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  }
+  return static_cast<int>(v);
+}
+
+Options ParseArgs(int argc, char** argv) {
+  Options opt;
+  bool have_report = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") break;  // everything after is recorded in "argv" only
+    if (arg == "--ignore-sigterm") {
+      opt.ignore_sigterm = true;
+      continue;
+    }
+    if (arg == "--setsid-child") {
+      opt.setsid_child = true;
+      continue;
+    }
+    if (arg != "--report" && arg != "--api-sock" && arg != "--api-socket" && arg != "-qmp" &&
+        arg != "--children" && arg != "--exit-code") {
+      Usage("unknown argument: " + arg);
+    }
+    if (i + 1 >= argc) Usage(arg + " needs a value");
+    std::string value = argv[++i];
+    if (arg == "--report") {
+      opt.report = value;
+      have_report = true;
+    } else if (arg == "--api-sock") {
+      opt.api_sock = value;
+    } else if (arg == "--api-socket") {
+      // cloud-hypervisor spelling: "path=SOCK[,...]"; a bare path is accepted too.
+      if (value.rfind("path=", 0) == 0) {
+        opt.api_sock = value.substr(5, value.find(',') - 5);
+      } else if (value.find('=') == std::string::npos) {
+        opt.api_sock = value;
+      } else {
+        Usage("unsupported --api-socket value: " + value);
+      }
+    } else if (arg == "-qmp") {
+      // QEMU spelling: "unix:SOCK,server=on,wait=off".
+      if (value.rfind("unix:", 0) != 0) Usage("unsupported -qmp value: " + value);
+      opt.api_sock = value.substr(5, value.find(',') - 5);
+    } else if (arg == "--children") {
+      opt.children = ParseInt(arg, value.c_str(), 0, 64);
+    } else {
+      opt.exit_code = ParseInt(arg, value.c_str(), 0, 255);
+    }
+  }
+  if (!have_report || opt.report.empty()) Usage("--report PATH is required");
+  if (opt.api_sock && opt.api_sock->empty()) Usage("empty api socket path");
+  return opt;
+}
+
+int CreateListenSocket(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    errno = ENAMETOOLONG;
+    Fail("api socket path " + path);
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  // Non-blocking so an accept() after a peer hung up cannot stall the SIGTERM check.
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) Fail("socket(AF_UNIX)");
+  // No unlink first: a stale path must surface as a failure, not be silently replaced.
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) Fail("bind " + path);
+  if (listen(fd, 16) < 0) Fail("listen " + path);
+  return fd;
+}
+
+[[noreturn]] void ChildLoop(bool ignore_sigterm, bool new_session) {
+  if (new_session && setsid() < 0) {
+    std::fprintf(stderr, "probe_vmm: child setsid: %s\n", std::strerror(errno));
+    _exit(kSetupExit);
+  }
+  signal(SIGTERM, ignore_sigterm ? SIG_IGN : SIG_DFL);
+  for (;;) pause();
+}
+
+pid_t SpawnChild(bool ignore_sigterm, bool new_session, int listen_fd) {
+  pid_t pid = fork();
+  if (pid < 0) Fail("fork child");
+  if (pid == 0) {
+    // The socket belongs to the probe alone; a child holding it would keep it alive.
+    if (listen_fd >= 0) close(listen_fd);
+    ChildLoop(ignore_sigterm, new_session);
+  }
+  g_spawned.push_back(pid);
+  return pid;
+}
+
+std::string BuildReport(int argc, char** argv, const Options& opt, const char* sigterm_disp,
+                        const std::vector<pid_t>& children, std::optional<pid_t> setsid_child) {
+  JsonWriter w;
+  w.BeginObject();
+  // Read fds first, before any helper opens a transient descriptor.
+  std::vector<int> fds;
+  std::map<int, std::optional<std::string>> fd_targets;
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    int skip = dirfd(dir);
+    while (dirent* ent = readdir(dir)) {
+      char* end = nullptr;
+      long fd = std::strtol(ent->d_name, &end, 10);
+      if (end == ent->d_name || *end != '\0' || fd == skip) continue;
+      fds.push_back(static_cast<int>(fd));
+      fd_targets[static_cast<int>(fd)] = ReadLinkAt(skip, ent->d_name);
+    }
+    closedir(dir);
+  }
+  std::sort(fds.begin(), fds.end());
+
+  const std::pair<const char*, long long> ids[] = {
+      {"pid", getpid()}, {"ppid", getppid()}, {"pgid", getpgid(0)}, {"sid", getsid(0)},
+      {"uid", getuid()}, {"gid", getgid()},   {"euid", geteuid()},  {"egid", getegid()}};
+  for (const auto& [key, value] : ids) w.Key(key).Int(value);
+
+  auto status = ReadStatus();
+  const std::pair<const char*, const char*> caps[] = {{"cap_inh", "CapInh"},
+                                                      {"cap_prm", "CapPrm"},
+                                                      {"cap_eff", "CapEff"},
+                                                      {"cap_bnd", "CapBnd"},
+                                                      {"cap_amb", "CapAmb"}};
+  for (const auto& [key, field] : caps) w.Key(key).OptString(Lookup(status, field));
+  w.Key("no_new_privs").Int(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0));
+  w.Key("status_no_new_privs").OptInt(LookupInt(status, "NoNewPrivs"));
+  w.Key("seccomp_mode").OptInt(LookupInt(status, "Seccomp"));
+  int pdeathsig = 0;
+  w.Key("pdeathsig");
+  prctl(PR_GET_PDEATHSIG, &pdeathsig, 0, 0, 0) == 0 ? w.Int(pdeathsig) : w.Null();
+  w.Key("dumpable").Int(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0));
+  WriteNsInode(w, "netns_inode", "/proc/self/ns/net");
+  WriteNsInode(w, "mntns_inode", "/proc/self/ns/mnt");
+  WriteNsInode(w, "pidns_inode", "/proc/self/ns/pid");
+
+  std::optional<std::string> cwd;
+  char cwd_buf[4096];
+  if (getcwd(cwd_buf, sizeof(cwd_buf)) != nullptr) cwd = cwd_buf;
+  w.Key("cwd").OptString(cwd);
+  WriteCwdMount(w, cwd);
+  struct stat st;
+  w.Key("cwd_stat");
+  if (stat(".", &st) == 0) {
+    w.BeginObject().Key("mode").Int(st.st_mode & 07777);
+    w.Key("uid").Int(st.st_uid).Key("gid").Int(st.st_gid).EndObject();
+  } else {
+    w.Null();
+  }
+  struct statfs sfs;
+  w.Key("cwd_statfs");
+  if (statfs(".", &sfs) == 0) {
+    w.BeginObject().Key("f_type").Int(static_cast<long long>(sfs.f_type));
+    w.Key("size_bytes").Uint(static_cast<unsigned long long>(sfs.f_blocks) * sfs.f_bsize);
+    w.EndObject();
+  } else {
+    w.Null();
+  }
+  w.Key("links");
+  if (auto names = ListDir(".")) {
+    w.BeginObject();
+    // readlink fails (EINVAL) for anything but a symlink, which is exactly the null we want.
+    for (const std::string& name : *names)
+      w.Key(name).OptString(ReadLinkAt(AT_FDCWD, name.c_str()));
+    w.EndObject();
+  } else {
+    w.Null();
+  }
+
+  w.Key("fds").BeginArray();
+  for (int fd : fds) w.Int(fd);
+  w.EndArray();
+  w.Key("fd_targets").BeginObject();
+  for (const auto& [fd, target] : fd_targets) w.Key(std::to_string(fd)).OptString(target);
+  w.EndObject();
+
+  w.Key("environ").BeginArray();
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) w.String(*e);
+  w.EndArray();
+  w.Key("argv").BeginArray();
+  for (int i = 0; i < argc; ++i) w.String(argv[i]);
+  w.EndArray();
+
+  w.Key("etc_hosts").OptString(ReadFile("/etc/hosts", 64 * 1024));
+  w.Key("sys_class_net");
+  if (auto names = ListDir("/sys/class/net")) {
+    w.BeginArray();
+    for (const std::string& name : *names) w.String(name);
+    w.EndArray();
+  } else {
+    w.Null();
+  }
+  auto comm = ReadFile("/proc/1/comm", 4096);
+  if (comm && !comm->empty() && comm->back() == '\n') comm->pop_back();
+  w.Key("proc_pid1_comm").OptString(comm);
+
+  mode_t mask = umask(0);
+  umask(mask);
+  w.Key("umask").Int(mask);
+  rlimit rl{};
+  w.Key("rlimit_nofile");
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    w.BeginArray();
+    for (rlim_t v : {rl.rlim_cur, rl.rlim_max}) v == RLIM_INFINITY ? w.Int(-1) : w.Uint(v);
+    w.EndArray();
+  } else {
+    w.Null();
+  }
+  w.Key("sigterm_disposition").String(sigterm_disp);
+  w.Key("blocked_signals").OptString(Lookup(status, "SigBlk"));
+
+  WriteDeniedSyscalls(w);
+
+  w.Key("children").BeginArray();
+  for (pid_t pid : children) w.Int(pid);
+  w.EndArray();
+  w.Key("setsid_child");
+  setsid_child ? w.Int(*setsid_child) : w.Null();
+  w.Key("api_sock").OptString(opt.api_sock);
+  w.EndObject();
+  return w.str() + "\n";
+}
+
+// Written to PATH.tmp and renamed so a test polling for PATH never sees a partial report.
+void WriteReportAtomically(const std::string& path, const std::string& data) {
+  std::string tmp = path + ".tmp";
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) Fail("open " + tmp);
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) Fail("write " + tmp);
+    done += static_cast<size_t>(n);
+  }
+  if (close(fd) < 0) Fail("close " + tmp);
+  if (rename(tmp.c_str(), path.c_str()) < 0) Fail("rename " + tmp + " -> " + path);
+}
+
+int Run(int argc, char** argv) {
+  Options opt = ParseArgs(argc, argv);
+
+  // Sampled before anything here touches SIGTERM: tests check what the sandbox handed us.
+  struct sigaction old {};
+  sigaction(SIGTERM, nullptr, &old);
+  const char* sigterm_disp = "handler";
+  if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL) sigterm_disp = "default";
+  if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_IGN) sigterm_disp = "ignored";
+
+  // The socket comes before the children so a bind failure leaves no stray processes behind.
+  int listen_fd = opt.api_sock ? CreateListenSocket(*opt.api_sock) : -1;
+  std::vector<pid_t> children;
+  for (int i = 0; i < opt.children; ++i) {
+    children.push_back(SpawnChild(opt.ignore_sigterm, false, listen_fd));
+  }
+  std::optional<pid_t> setsid_child;
+  if (opt.setsid_child) setsid_child = SpawnChild(true, true, listen_fd);
+
+  WriteReportAtomically(opt.report,
+                        BuildReport(argc, argv, opt, sigterm_disp, children, setsid_child));
+
+  struct sigaction sa {};
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = opt.ignore_sigterm ? SIG_IGN : OnSigterm;
+  if (sigaction(SIGTERM, &sa, nullptr) < 0) Fail("sigaction(SIGTERM)");
+  // From here on children are the sandbox's business: the tests check it reaps them.
+  g_spawned.clear();
+
+  while (!g_sigterm) {
+    if (listen_fd < 0) {
+      poll(nullptr, 0, 100);
+      continue;
+    }
+    pollfd pfd{listen_fd, POLLIN, 0};
+    if (poll(&pfd, 1, 100) > 0 && (pfd.revents & POLLIN)) {
+      int conn;
+      while ((conn = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0) close(conn);
+    }
+  }
+  return opt.exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "probe_vmm: unexpected error: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "probe_vmm: unexpected error\n");
+  }
+  return kSetupExit;
+}
