@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -162,6 +163,17 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller) {
   return exec::exec_vmm(vmm.value().get(), req);
 }
 
+// Discards what the caller sent and nobody read (the request, when the failure comes before
+// read_request). Closing a socket with unread data makes the kernel report ECONNRESET to the
+// peer ahead of the ERROR queued for it, and the caller would never learn the step.
+void discard_unread_messages() {
+  char byte;
+  for (int i = 0; i < 16; ++i) {  // the caller sends one message; never loop unbounded
+    // MSG_TRUNC drops the rest of the datagram; fds it carried are closed by the kernel.
+    if (recv(fds::kControlFd, &byte, sizeof(byte), MSG_DONTWAIT | MSG_TRUNC) <= 0) break;
+  }
+}
+
 int exit_code_for(const Status& st) {
   if (st.step() == Step::kOpenVmm || st.step() == Step::kExecVmm) {
     if (st.err() == ENOENT) return 127;
@@ -174,6 +186,7 @@ int exit_code_for(const Status& st) {
 
 void fail(const Status& st) {
   protocol::ErrorReport report{st.step(), st.err(), st.detail()};
+  discard_unread_messages();
   // Best effort: if the supervisor is gone there is nobody to tell.
   (void)protocol::send_datagram(fds::kControlFd, protocol::encode(report), {}, st.step());
   std::string line = "sbx-nsexec: " + st.message() + "\n";

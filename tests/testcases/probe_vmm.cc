@@ -434,13 +434,13 @@ pid_t SpawnChild(bool ignore_sigterm, bool new_session, int listen_fd) {
   return pid;
 }
 
-std::string BuildReport(int argc, char** argv, const Options& opt, const char* sigterm_disp,
-                        const std::vector<pid_t>& children, std::optional<pid_t> setsid_child) {
-  JsonWriter w;
-  w.BeginObject();
-  // Read fds first, before any helper opens a transient descriptor.
-  std::vector<int> fds;
-  std::map<int, std::optional<std::string>> fd_targets;
+// The fds open at exec time (recorded first thing in main).
+std::vector<int> g_inherited_fds;
+std::map<int, std::optional<std::string>> g_inherited_fd_targets;
+
+void RecordInheritedFds() {
+  std::vector<int>& fds = g_inherited_fds;
+  std::map<int, std::optional<std::string>>& fd_targets = g_inherited_fd_targets;
   if (DIR* dir = opendir("/proc/self/fd")) {
     int skip = dirfd(dir);
     while (dirent* ent = readdir(dir)) {
@@ -453,6 +453,16 @@ std::string BuildReport(int argc, char** argv, const Options& opt, const char* s
     closedir(dir);
   }
   std::sort(fds.begin(), fds.end());
+}
+
+std::string BuildReport(int argc, char** argv, const Options& opt, const char* sigterm_disp,
+                        const std::vector<pid_t>& children, std::optional<pid_t> setsid_child) {
+  JsonWriter w;
+  w.BeginObject();
+  // The fds as the probe found them at exec, before it opened anything of its own (its api
+  // socket, the report): the sandbox's fd hygiene is about what the VMM inherits.
+  const std::vector<int>& fds = g_inherited_fds;
+  const std::map<int, std::optional<std::string>>& fd_targets = g_inherited_fd_targets;
 
   const std::pair<const char*, long long> ids[] = {
       {"pid", getpid()}, {"ppid", getppid()}, {"pgid", getpgid(0)}, {"sid", getsid(0)},
@@ -626,6 +636,7 @@ int Run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  RecordInheritedFds();
   try {
     return Run(argc, argv);
   } catch (const std::exception& e) {
