@@ -1,5 +1,6 @@
 #include "supervisor/run.h"
 
+#include <dirent.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -12,13 +13,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <vector>
 
 #include "supervisor/events.h"
 #include "supervisor/helper_launch.h"
 #include "supervisor/logging.h"
 #include "supervisor/stop_ladder.h"
+#include "supervisor/vmm_api.h"
 
 #ifndef PIDFD_SIGNAL_PROCESS_GROUP
 #define PIDFD_SIGNAL_PROCESS_GROUP (1UL << 2)
@@ -70,14 +75,36 @@ class GroupSignaller {
   GroupSignalMode mode_;
 };
 
-// As a subreaper the supervisor inherits what the VMM left behind: reap it, bounded.
-void reap_orphans() {
+// The supervisor's unreaped children, from /proc/self/task/*/children.
+std::vector<pid_t> own_children() {
+  std::vector<pid_t> out;
+  DIR* tasks = opendir("/proc/self/task");
+  if (tasks == nullptr) return out;
+  while (dirent* t = readdir(tasks)) {
+    if (t->d_name[0] == '.') continue;
+    std::ifstream in(std::string("/proc/self/task/") + t->d_name + "/children");
+    pid_t pid;
+    while (in >> pid) out.push_back(pid);
+  }
+  closedir(tasks);
+  return out;
+}
+
+// Once the VMM is reaped, every child the supervisor still has is something the VMM left
+// behind and the kernel reparented here (the supervisor is a subreaper), including a process
+// that escaped the group with setsid(): kill and reap them all, bounded. Killing a child
+// hands its own children to the supervisor, so this repeats until none is left.
+void kill_and_reap_leftovers() {
   int64_t deadline = now_ms() + kOrphanReapMs;
   while (true) {
     int status;
-    pid_t r = waitpid(-1, &status, WNOHANG);
-    if (r > 0) continue;
-    if (r < 0 || now_ms() >= deadline) return;  // ECHILD: nothing left
+    while (waitpid(-1, &status, WNOHANG) > 0) {
+    }
+    std::vector<pid_t> children = own_children();
+    if (children.empty()) return;
+    // Unreaped children: their pids cannot have been reused.
+    for (pid_t child : children) kill(child, SIGKILL);
+    if (now_ms() >= deadline) return;
     usleep(2000);
   }
 }
@@ -147,7 +174,7 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
     const SetupFailure& f = *launched.failure;
     Outcome o{OutcomeKind::kSetupFailed, 0, 0, f.step, f.err, f.detail, f.helper_exit};
     log_error(spec.id, "setup failed at " + f.step + ": " + f.detail + ": " + std::strerror(f.err));
-    reap_orphans();
+    kill_and_reap_leftovers();
     cleanup.run();
     events.exited(spec.id, o, t());
     return o.exit_status();
@@ -164,8 +191,8 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
   Outcome outcome;
   auto start_ladder = [&](const std::string& reason) {
     why = reason;
-    // The graceful API requests of the VMM kinds come with their clients; none yet here.
-    ladder.emplace(now_ms(), spec.stop_timeout_ms, /*has_graceful_request=*/false);
+    bool graceful = spec.kind != VmmKind::kGeneric && spec.graceful_stop != GracefulStop::kNone;
+    ladder.emplace(now_ms(), spec.stop_timeout_ms, graceful);
     log_info(spec.id, "stopping: " + reason);
   };
 
@@ -213,9 +240,15 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
     bool gave_up = false;
     while (auto action = ladder->due(now_ms())) {
       switch (*action) {
-        case StopAction::kGracefulRequest:
+        case StopAction::kGracefulRequest: {
           events.stopping(spec.id, why, "graceful_request", t());
+          // Bounded by the time left before SIGTERM is due: never past the ladder's budget.
+          int limit = static_cast<int>(std::max<int64_t>(1, ladder->wait_ms(now_ms())));
+          ApiResult r = send_graceful_stop(spec, limit);
+          log_info(spec.id, std::string("graceful request ") + (r.ok ? "accepted: " : "failed: ") +
+                                r.detail);
           break;
+        }
         case StopAction::kTerminate:
           events.stopping(spec.id, why, "sigterm", t());
           signaller.signal_group(SIGTERM);
@@ -243,7 +276,7 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
       break;
     }
   }
-  reap_orphans();
+  kill_and_reap_leftovers();
   if (outcome.kind != OutcomeKind::kLost) cleanup.run();
   events.exited(spec.id, outcome, t());
   log_info(spec.id, "outcome " + outcome_name(outcome.kind) + ", exit status " +

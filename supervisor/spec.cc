@@ -99,7 +99,7 @@ Spec parse_object(const json::object& root) {
 
   const json::value& vmm = required("vmm");
   if (!vmm.is_object()) throw SpecError("vmm", "must be an object");
-  check_keys(vmm.as_object(), {"kind", "binary", "args"}, "vmm.");
+  check_keys(vmm.as_object(), {"kind", "binary", "args", "graceful_stop"}, "vmm.");
   const json::value* kind = find(vmm.as_object(), "kind");
   if (kind == nullptr) throw SpecError("vmm.kind", "is required");
   std::string k = get_string(*kind, "vmm.kind");
@@ -125,6 +125,20 @@ Spec parse_object(const json::object& root) {
     }
   }
 
+  if (const json::value* g = find(vmm.as_object(), "graceful_stop")) {
+    std::string v = get_string(*g, "vmm.graceful_stop");
+    if (v == "default") {
+      spec.graceful_stop = GracefulStop::kDefault;
+    } else if (v == "none") {
+      spec.graceful_stop = GracefulStop::kNone;
+    } else if (v == "system_powerdown" && spec.kind == VmmKind::kQemu) {
+      spec.graceful_stop = GracefulStop::kSystemPowerdown;
+    } else {
+      throw SpecError("vmm.graceful_stop", spec.kind == VmmKind::kQemu
+                                               ? "must be default, none or system_powerdown"
+                                               : "must be default or none");
+    }
+  }
   if (const json::value* mode = find(root, "mode")) {
     std::string m = get_string(*mode, "mode");
     if (m == "boot") {

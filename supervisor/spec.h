@@ -17,6 +17,9 @@ namespace sbx::supervisor {
 enum class VmmKind { kFirecracker, kCloudHypervisor, kQemu, kGeneric };
 enum class Mode { kBoot, kRestore };
 enum class Stdio { kInherit, kNull };
+// The stop ladder's first step: the kind's own request (QEMU: `quit`), none, or for QEMU the
+// guest-visible `system_powerdown`.
+enum class GracefulStop { kDefault, kNone, kSystemPowerdown };
 
 std::string_view kind_name(VmmKind kind);
 
@@ -25,6 +28,7 @@ struct Spec {
   VmmKind kind = VmmKind::kGeneric;
   std::string binary;
   std::vector<std::string> args;
+  GracefulStop graceful_stop = GracefulStop::kDefault;
   Mode mode = Mode::kBoot;
   std::string sandbox_dir;
   std::optional<std::string> kernel;

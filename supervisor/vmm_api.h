@@ -1,0 +1,31 @@
+// The graceful stop requests of the VMM kinds, over the VMM's API unix socket: HTTP/1.1 for
+// Firecracker and Cloud Hypervisor, QMP for QEMU. Every call has a hard deadline, handles short
+// reads and writes, and never blocks past it: the stop ladder's budget is never overrun.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "supervisor/spec.h"
+
+namespace sbx::supervisor {
+
+struct ApiResult {
+  bool ok = false;
+  std::string detail;  // what the VMM answered, or why the request failed
+};
+
+// Firecracker: PUT /actions {"action_type":"SendCtrlAltDel"}.
+// Cloud Hypervisor: PUT /api/v1/vmm.shutdown.
+// QEMU: the QMP greeting, qmp_capabilities, then `quit` or `system_powerdown`.
+// Generic: nothing to send (ok = false, "no graceful request for generic").
+ApiResult send_graceful_stop(const Spec& spec, int timeout_ms);
+
+// One HTTP/1.1 request over a unix socket; ok when the status is 2xx. Exposed for tests.
+ApiResult http_request(const std::string& socket_path, const std::string& method,
+                       const std::string& path, const std::string& body, int timeout_ms);
+
+// The QMP exchange; ok when `command` got a "return". Exposed for tests.
+ApiResult qmp_command(const std::string& socket_path, const std::string& command, int timeout_ms);
+
+}  // namespace sbx::supervisor

@@ -1,0 +1,198 @@
+// The graceful-stop clients against in-process fake peers on a real unix socket: replies
+// dribbled one byte at a time, peers that never answer (the deadline holds), refused
+// connections, QMP events interleaved with replies, and non-2xx HTTP answers.
+#include "supervisor/vmm_api.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+
+namespace sbx::supervisor {
+namespace {
+
+// A one-connection unix socket server running `serve(conn_fd)` on its own thread.
+class FakePeer {
+ public:
+  explicit FakePeer(std::function<void(int)> serve) {
+    char tmpl[] = "/tmp/sbx-api-test-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    path_ = dir_ + "/api.sock";
+    listener_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path_.c_str(), path_.size());
+    EXPECT_EQ(bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(listen(listener_, 4), 0);
+    thread_ = std::thread([this, serve] {
+      int conn = accept(listener_, nullptr, nullptr);
+      if (conn >= 0) {
+        serve(conn);
+        close(conn);
+      }
+    });
+  }
+  ~FakePeer() {
+    shutdown(listener_, SHUT_RDWR);
+    thread_.join();
+    close(listener_);
+    unlink(path_.c_str());
+    rmdir(dir_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_, path_;
+  int listener_ = -1;
+  std::thread thread_;
+};
+
+std::string read_request(int fd) {
+  std::string buf;
+  char c;
+  while (buf.find("\r\n\r\n") == std::string::npos && read(fd, &c, 1) == 1) buf += c;
+  size_t cl = buf.find("Content-Length: ");
+  size_t len = cl == std::string::npos ? 0 : std::strtoul(buf.c_str() + cl + 16, nullptr, 10);
+  std::string body(len, '\0');
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = read(fd, body.data() + got, len - got);
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  return buf + body;
+}
+
+void dribble(int fd, const std::string& text) {
+  for (char c : text) {
+    // The client may close as soon as it has what it needs: no SIGPIPE for the rest.
+    if (send(fd, &c, 1, MSG_NOSIGNAL) != 1) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+std::string read_line(int fd) {
+  std::string line;
+  char c;
+  while (read(fd, &c, 1) == 1 && c != '\n') line += c;
+  return line;
+}
+
+TEST(HttpRequest, SendsTheRequestAndAcceptsA2xxAnswerReadByteByByte) {
+  std::string seen;
+  {
+    FakePeer peer([&](int fd) {
+      seen = read_request(fd);
+      dribble(fd, "HTTP/1.1 204 No Content\r\n\r\n");
+    });
+    ApiResult r =
+        http_request(peer.path(), "PUT", "/actions", "{\"action_type\":\"SendCtrlAltDel\"}", 2000);
+    EXPECT_TRUE(r.ok) << r.detail;
+    EXPECT_EQ(r.detail, "HTTP/1.1 204 No Content");
+  }
+  EXPECT_TRUE(seen.starts_with("PUT /actions HTTP/1.1\r\n")) << seen;
+  EXPECT_NE(seen.find("Content-Length: 32\r\n"), std::string::npos) << seen;
+  EXPECT_TRUE(seen.ends_with("{\"action_type\":\"SendCtrlAltDel\"}")) << seen;
+}
+
+TEST(HttpRequest, Non2xxIsAFailure) {
+  FakePeer peer([](int fd) {
+    read_request(fd);
+    dribble(fd, "HTTP/1.1 400 Bad Request\r\n\r\n");
+  });
+  ApiResult r = http_request(peer.path(), "PUT", "/api/v1/vmm.shutdown", "", 2000);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.detail, "HTTP/1.1 400 Bad Request");
+}
+
+TEST(HttpRequest, APeerThatNeverAnswersCostsNoMoreThanTheDeadline) {
+  FakePeer peer([](int fd) {
+    read_request(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  });
+  auto start = std::chrono::steady_clock::now();
+  ApiResult r = http_request(peer.path(), "PUT", "/actions", "{}", 150);
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.detail, "timed out");
+  EXPECT_LT(took, std::chrono::milliseconds(500));  // loose: the deadline was 150 ms
+}
+
+TEST(HttpRequest, EofBeforeAStatusLineIsAFailure) {
+  FakePeer peer([](int fd) {
+    read_request(fd);
+    dribble(fd, "HTTP/1.1 2");
+  });
+  EXPECT_FALSE(http_request(peer.path(), "PUT", "/actions", "{}", 2000).ok);
+}
+
+TEST(HttpRequest, MissingSocketFailsAtOnce) {
+  ApiResult r = http_request("/nonexistent/sbx.sock", "PUT", "/actions", "", 2000);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.detail.find("connect"), std::string::npos) << r.detail;
+}
+
+TEST(QmpCommand, HandshakeThenQuitWithEventsInBetween) {
+  std::string commands;
+  {
+    FakePeer peer([&](int fd) {
+      dribble(fd, "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n");
+      commands += read_line(fd) + "|";
+      dribble(fd, "{\"event\": \"NIC_RX_FILTER_CHANGED\"}\r\n{\"return\": {}}\r\n");
+      commands += read_line(fd);
+      dribble(fd, "{\"return\": {}}\r\n");
+    });
+    ApiResult r = qmp_command(peer.path(), "quit", 2000);
+    EXPECT_TRUE(r.ok) << r.detail;
+  }
+  EXPECT_EQ(commands, "{\"execute\":\"qmp_capabilities\"}\r|{\"execute\":\"quit\"}\r");
+}
+
+TEST(QmpCommand, QuitThatClosesBeforeReplyingCounts) {
+  FakePeer peer([](int fd) {
+    dribble(fd, "{\"QMP\": {}}\r\n");
+    read_line(fd);
+    dribble(fd, "{\"return\": {}}\r\n");
+    read_line(fd);
+  });
+  EXPECT_TRUE(qmp_command(peer.path(), "quit", 2000).ok);
+}
+
+TEST(QmpCommand, ErrorReplyIsAFailure) {
+  FakePeer peer([](int fd) {
+    dribble(fd, "{\"QMP\": {}}\r\n");
+    read_line(fd);
+    dribble(fd, "{\"return\": {}}\r\n");
+    read_line(fd);
+    dribble(fd, "{\"error\": {\"class\": \"GenericError\"}}\r\n");
+  });
+  ApiResult r = qmp_command(peer.path(), "system_powerdown", 2000);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.detail.find("GenericError"), std::string::npos);
+}
+
+TEST(QmpCommand, NoGreetingIsAFailureWithinTheDeadline) {
+  FakePeer peer([](int) { std::this_thread::sleep_for(std::chrono::milliseconds(600)); });
+  auto start = std::chrono::steady_clock::now();
+  ApiResult r = qmp_command(peer.path(), "quit", 150);
+  EXPECT_FALSE(r.ok);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+}
+
+TEST(QmpCommand, NotQmpIsRefused) {
+  FakePeer peer([](int fd) { dribble(fd, "HTTP/1.1 200 OK\r\n"); });
+  ApiResult r = qmp_command(peer.path(), "quit", 2000);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.detail.find("greeting"), std::string::npos) << r.detail;
+}
+
+}  // namespace
+}  // namespace sbx::supervisor
