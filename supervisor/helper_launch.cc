@@ -32,10 +32,13 @@ std::optional<int> reap_within(pid_t pid, int pidfd, int timeout_ms) {
   return status;
 }
 
-// Puts the helper's end of the socketpair at fd 3 in the child. (Boost 1.81's posix::bind_fd
-// has an on_setup without a return value, so it cannot be used.)
-struct ControlFdAt3 {
+// Puts the helper's end of the socketpair at fd 3 in the child, and when the supervisor's
+// stdout carries the events, the VMM's stdout on the supervisor's stderr so VMM output never
+// corrupts the event stream. (Boost 1.81's posix::bind_fd has an on_setup without a return
+// value, so it cannot be used.)
+struct HelperChildFds {
   int fd;
+  bool stdout_to_stderr;
   boost::system::error_code on_setup(bp::posix::default_launcher& launcher,
                                      const bp::filesystem::path&, const char* const*) {
     launcher.fd_whitelist.push_back(3);
@@ -46,6 +49,9 @@ struct ControlFdAt3 {
                                           const char* const*) {
     int rc = fd == 3 ? fcntl(3, F_SETFD, 0) : dup2(fd, 3);
     if (rc == -1) return {errno, boost::system::system_category()};
+    if (stdout_to_stderr && dup2(STDERR_FILENO, STDOUT_FILENO) == -1) {
+      return {errno, boost::system::system_category()};
+    }
     return {};
   }
 };
@@ -57,7 +63,7 @@ SetupFailure failure(std::string step, int err, std::string detail) {
 }  // namespace
 
 Launched launch_helper(const std::string& helper_path, const protocol::LaunchRequest& request,
-                       Stdio stdio, int reply_timeout_ms) {
+                       Stdio stdio, bool stdout_is_events, int reply_timeout_ms) {
   Launched out;
   auto bytes = protocol::encode(request);
   if (!bytes.ok()) {
@@ -79,8 +85,9 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
   const std::vector<std::string> no_args;
   bp::process helper(ctx.get_executor());
   try {
-    helper = bp::default_process_launcher()(ctx.get_executor(), ec, helper_path, no_args, io,
-                                            ControlFdAt3{theirs.get()});
+    helper = bp::default_process_launcher()(
+        ctx.get_executor(), ec, helper_path, no_args, io,
+        HelperChildFds{theirs.get(), stdio == Stdio::kInherit && stdout_is_events});
   } catch (const std::exception& e) {
     out.failure = failure("spawn_helper", EIO, std::string("spawn: ") + e.what());
     return out;
@@ -99,18 +106,25 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
   }
   out.vmm_pid = helper_pid;
 
+  // A helper that fails before reading (check_invocation, load_policy) may be gone before the
+  // request is sent: its ERROR is still queued, and names the step better than EPIPE does.
+  std::optional<SetupFailure> send_failed;
   if (Status st = protocol::send_datagram(ours.get(), bytes.value(), {}, Step::kReadRequest);
       !st.ok()) {
-    out.failure = failure("control_socket", st.err(), "send LAUNCH: " + st.detail());
+    send_failed = failure("control_socket", st.err(), "send LAUNCH: " + st.detail());
   }
   bool pid_namespace_child = false;
   while (!out.failure) {
     auto d = protocol::receive_datagram(ours.get(), reply_timeout_ms, 0, Step::kReadRequest);
     if (!d.ok()) {
-      out.failure = failure("control_socket", d.status().err(), d.status().detail());
+      out.failure = send_failed ? send_failed
+                                : failure("control_socket", d.status().err(), d.status().detail());
       break;
     }
-    if (d.value().eof) break;
+    if (d.value().eof) {  // EOF means "exec happened" only if the request was delivered
+      if (send_failed) out.failure = send_failed;
+      break;
+    }
     auto msg = protocol::decode(d.value().bytes, Step::kReadRequest);
     if (!msg.ok()) {
       out.failure = failure("control_socket", msg.status().err(), msg.status().detail());

@@ -29,8 +29,9 @@ struct Launched {
 };
 
 // Preconditions: the caller is a child subreaper (PID-namespace launches hand it the VMM) and
-// has SIGCHLD at its default disposition. `reply_timeout_ms` bounds the wait for EOF.
+// has SIGCHLD at its default disposition. `reply_timeout_ms` bounds the wait for EOF. With
+// `stdout_is_events` an inheriting VMM writes its stdout to the supervisor's stderr.
 Launched launch_helper(const std::string& helper_path, const protocol::LaunchRequest& request,
-                       Stdio stdio, int reply_timeout_ms);
+                       Stdio stdio, bool stdout_is_events, int reply_timeout_ms);
 
 }  // namespace sbx::supervisor

@@ -168,8 +168,8 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
   const int64_t t0 = now_ms();
   auto t = [&] { return now_ms() - t0; };
   log_info(spec.id, "launching " + spec.binary + " through " + options.helper_path);
-  Launched launched =
-      launch_helper(options.helper_path, launch_request(spec), spec.stdio, kHelperReplyTimeoutMs);
+  Launched launched = launch_helper(options.helper_path, launch_request(spec), spec.stdio,
+                                    options.events_fd == STDOUT_FILENO, kHelperReplyTimeoutMs);
   if (launched.failure) {
     const SetupFailure& f = *launched.failure;
     Outcome o{OutcomeKind::kSetupFailed, 0, 0, f.step, f.err, f.detail, f.helper_exit};

@@ -1,0 +1,304 @@
+#include "tests/integration/supervisor_env.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace sbx::it {
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kSetpriv = "/usr/bin/setpriv";
+
+[[noreturn]] void fail(const std::string& what) {
+  throw std::runtime_error(what);
+}
+
+std::vector<std::string> as_test_user() {
+  return {kSetpriv, "--reuid=" + std::to_string(kTestUid), "--regid=" + std::to_string(kTestGid),
+          "--clear-groups"};
+}
+
+// The value of `Key:` in /proc/PID/status, or nullopt if the process is gone.
+std::optional<std::string> status_field(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  if (!in) return std::nullopt;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with(key + ":")) {
+      size_t b = line.find_first_not_of(" \t", key.size() + 1);
+      return b == std::string::npos ? "" : line.substr(b);
+    }
+  }
+  return std::nullopt;
+}
+
+// Fields after the command name in /proc/PID/stat (state is [0], ppid [1], pgrp [2], ...).
+std::vector<std::string> stat_fields(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  size_t paren = stat.rfind(')');
+  std::vector<std::string> out;
+  if (paren == std::string::npos) return out;
+  std::istringstream rest(stat.substr(paren + 1));
+  std::string f;
+  while (rest >> f) out.push_back(f);
+  return out;
+}
+
+}  // namespace
+
+int exit_code_of(int wait_status) {
+  if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
+  if (WIFSIGNALED(wait_status)) return -WTERMSIG(wait_status);
+  return -1000 - wait_status;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SupervisorRun
+
+SupervisorRun::SupervisorRun(const std::vector<std::string>& argv, const SpawnOptions& options,
+                             const std::string& stderr_path)
+    : child_(argv, options, stderr_path) {}
+
+json::object SupervisorRun::parse(const std::string& line) {
+  boost::system::error_code ec;
+  json::value v = json::parse(line, ec);
+  if (ec || !v.is_object()) fail("not a JSON object event: '" + line + "'");
+  events_.push_back(v.as_object());
+  return std::move(v.as_object());
+}
+
+json::object SupervisorRun::next_event(std::chrono::milliseconds timeout) {
+  auto line = child_.read_line(timeout);
+  if (!line) {
+    fail("no event from the supervisor (pid " + std::to_string(pid()) + ") in time; its stderr:\n" +
+         stderr_text());
+  }
+  return parse(*line);
+}
+
+json::object SupervisorRun::expect_event(const std::string& name,
+                                         std::chrono::milliseconds timeout) {
+  json::object ev = next_event(timeout);
+  if (json_str(ev, "event") != name) {
+    fail("expected a '" + name + "' event, got " + json::serialize(ev) +
+         "; the supervisor's stderr:\n" + stderr_text());
+  }
+  return ev;
+}
+
+void SupervisorRun::terminate() {
+  if (kill(pid(), SIGTERM) != 0) fail("kill SIGTERM " + std::to_string(pid()));
+}
+
+int SupervisorRun::finish(std::chrono::milliseconds timeout) {
+  std::string rest = child_.read_all(timeout);
+  std::istringstream lines(rest);
+  std::string line;
+  while (std::getline(lines, line)) parse(line);
+  return reap(timeout);
+}
+
+int SupervisorRun::reap(std::chrono::milliseconds timeout) {
+  auto status = child_.wait(timeout);
+  if (!status) fail("the supervisor did not exit in time (killed); stderr:\n" + stderr_text());
+  return exit_code_of(*status);
+}
+
+int SupervisorRun::count(const std::string& name) const {
+  int n = 0;
+  for (const auto& ev : events_) {
+    const auto* e = ev.if_contains("event");
+    if (e != nullptr && e->is_string() && e->as_string() == name) ++n;
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SupervisorEnvTest
+
+std::string SupervisorEnvTest::supervisor_;
+std::string SupervisorEnvTest::supervisor_dir_;
+
+void SupervisorEnvTest::SetUp() {
+  HelperEnvTest::SetUp();
+  if (IsSkipped() || HasFatalFailure()) return;
+  if (supervisor_dir_ == env().dir() && path_exists(supervisor_)) return;
+  const char* src = std::getenv("SBX_TEST_SUPERVISOR");
+  ASSERT_TRUE(src != nullptr && *src != '\0')
+      << "environment variable SBX_TEST_SUPERVISOR is not set";
+  // A root-owned copy in the private dir: the test user can run it whatever the build dir's
+  // permissions are.
+  std::string copy = env().fresh_path("sbx-supervisor");
+  std::error_code ec;
+  fs::copy_file(src, copy, fs::copy_options::overwrite_existing, ec);
+  ASSERT_FALSE(ec) << "copy " << src << ": " << ec.message();
+  ASSERT_EQ(chown(copy.c_str(), 0, 0), 0) << std::strerror(errno);
+  ASSERT_EQ(chmod(copy.c_str(), 0755), 0) << std::strerror(errno);
+  supervisor_ = copy;
+  supervisor_dir_ = env().dir();
+}
+
+ProbeSpec SupervisorEnvTest::probe_spec(const std::string& tag,
+                                        const std::vector<std::string>& probe_flags,
+                                        bool with_api_socket) {
+  LaunchArgs a = env().probe_args(tag);
+  ProbeSpec s;
+  s.id = a.id;
+  s.sandbox_dir = a.sandbox_dir;
+  s.report = env().report_path(a);
+  json::array args{"--report", s.report};
+  if (with_api_socket) {
+    s.api_socket = env().work() + "/api-" + a.id + ".sock";
+    args.emplace_back("--api-sock");
+    args.emplace_back(s.api_socket);
+  }
+  for (const auto& f : probe_flags) args.emplace_back(f);
+  s.json = json::object{
+      {"id", s.id},
+      {"vmm", json::object{{"kind", "generic"}, {"binary", env().probe()}, {"args", args}}},
+      {"sandbox_dir", s.sandbox_dir},
+      {"kernel", env().images() + "/vmlinux"},
+      {"rootfs", env().images() + "/rootfs.ext4"},
+      {"netns", env().netns()},
+      {"env", json::object{{"SBX_TEST", "1"}, {"PATH", "/usr/bin"}}},
+      {"stop_timeout_ms", 10000},
+      {"ready_timeout_ms", 10000},
+  };
+  if (with_api_socket) s.json["api_socket"] = s.api_socket;
+  return s;
+}
+
+std::string SupervisorEnvTest::write_spec(const json::object& spec) {
+  const auto* id = spec.if_contains("id");
+  std::string stem = id != nullptr && id->is_string() ? std::string(id->as_string()) : "spec";
+  return write_spec_text(stem, json::serialize(spec));
+}
+
+std::string SupervisorEnvTest::write_spec_text(const std::string& name, const std::string& text) {
+  // Names may come from deliberately invalid ids: keep the file name tame.
+  std::string safe;
+  for (char c : name) safe += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return env().make_work_file("spec-" + safe + "-" + std::to_string(++counter_) + ".json", text);
+}
+
+std::string SupervisorEnvTest::host_mounts() const {
+  const std::string ours = "/run/netns/" + env().netns();
+  std::istringstream in(HelperEnv::host_mountinfo());
+  std::string out, line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, mount_point;
+    fields >> id >> parent >> dev >> root >> mount_point;
+    if (mount_point.starts_with("/run/netns/") && mount_point != ours &&
+        line.find(" - nsfs ") != std::string::npos) {
+      continue;
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string SupervisorEnvTest::stderr_path(const std::string& stem) {
+  return env().fresh_path(stem + ".stderr");
+}
+
+std::unique_ptr<SupervisorRun> SupervisorEnvTest::start_run(const std::string& spec_path,
+                                                            const std::vector<std::string>& extra,
+                                                            const SpawnOptions& options,
+                                                            bool as_root) {
+  std::vector<std::string> argv;
+  if (!as_root) argv = as_test_user();
+  argv.insert(argv.end(), {supervisor_, "run", "--spec", spec_path, "--helper", env().helper()});
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return std::make_unique<SupervisorRun>(argv, options, stderr_path("supervisor"));
+}
+
+SupervisorEnvTest::Output SupervisorEnvTest::run_supervisor(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = as_test_user();
+  argv.push_back(supervisor_);
+  argv.insert(argv.end(), args.begin(), args.end());
+  ChildProcess child(argv, {}, stderr_path("supervisor-cmd"));
+  Output o;
+  o.out = child.read_all();
+  auto status = child.wait();
+  if (!status) fail("sbx-supervisor did not exit in time; stderr:\n" + child.stderr_text());
+  o.code = exit_code_of(*status);
+  o.err = child.stderr_text();
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process facts
+
+bool wait_sigterm_disposition(const std::vector<pid_t>& pids, bool ignored,
+                              std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const char* key = ignored ? "SigIgn" : "SigCgt";
+  for (pid_t pid : pids) {
+    while (true) {
+      auto mask = status_field(pid, key);
+      if (!mask) return false;
+      if ((std::stoull(*mask, nullptr, 16) >> (SIGTERM - 1)) & 1) break;
+      if (Clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  return true;
+}
+
+std::vector<pid_t> live_test_user_processes_except(pid_t except) {
+  std::vector<pid_t> out;
+  for (pid_t pid : HelperEnv::test_user_processes()) {
+    if (pid == except) continue;
+    auto f = stat_fields(pid);
+    if (f.empty() || f[0] == "Z" || f[0] == "X") continue;
+    out.push_back(pid);
+  }
+  return out;
+}
+
+pid_t session_of(pid_t pid) {
+  auto f = stat_fields(pid);
+  if (f.size() < 4) return -1;
+  return static_cast<pid_t>(std::stol(f[3]));
+}
+
+bool process_exists(pid_t pid) {
+  struct stat st;
+  return stat(("/proc/" + std::to_string(pid)).c_str(), &st) == 0;
+}
+
+int fd_count(pid_t pid) {
+  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+  if (d == nullptr) fail("opendir /proc/" + std::to_string(pid) + "/fd: " + std::strerror(errno));
+  int n = 0;
+  while (dirent* e = readdir(d)) {
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) ++n;
+  }
+  closedir(d);
+  return n;
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+
+}  // namespace sbx::it

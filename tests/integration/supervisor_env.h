@@ -1,0 +1,124 @@
+// Support for the supervisor's privileged integration tests: on top of the helper's fixture, a
+// root-owned copy of sbx-supervisor in the private dir, specs for the probe VMM written where the
+// test user can read them, and one `sbx-supervisor run` driven as the test user with its
+// JSON-lines events read from its stdout.
+#pragma once
+
+#include <sys/types.h>
+
+#include <boost/json.hpp>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tests/integration/helper_env.h"
+
+namespace sbx::it {
+
+// A spec for the probe VMM (kind generic) and the paths a test checks afterwards.
+struct ProbeSpec {
+  boost::json::object json;
+  std::string id;
+  std::string sandbox_dir;  // a direct child of the env's sandboxes()
+  std::string report;       // where the probe writes its report
+  std::string api_socket;   // empty when the spec has none (readiness is then immediate)
+};
+
+// The supervisor's exit as one number: the exit code, or -signal when it was killed.
+int exit_code_of(int wait_status);
+
+// One `sbx-supervisor` process and the events it printed.
+class SupervisorRun {
+ public:
+  SupervisorRun(const std::vector<std::string>& argv, const SpawnOptions& options,
+                const std::string& stderr_path);
+
+  pid_t pid() const { return child_.pid(); }
+  // The next event; throws when none comes in time or the line is not a JSON object.
+  boost::json::object next_event(std::chrono::milliseconds timeout = kTimeout);
+  // The next event, which must be `name` (throws otherwise, with the supervisor's stderr).
+  boost::json::object expect_event(const std::string& name,
+                                   std::chrono::milliseconds timeout = kTimeout);
+  // SIGTERM to the supervisor: it runs the stop ladder.
+  void terminate();
+  // Reads the events left up to EOF, reaps the supervisor and returns exit_code_of its status;
+  // throws when it does not exit in time.
+  int finish(std::chrono::milliseconds timeout = kTimeout);
+  // Reaps the supervisor without reading its stdout (after SIGKILL); exit_code_of its status.
+  int reap(std::chrono::milliseconds timeout = kTimeout);
+  // Every event read so far, in order.
+  const std::vector<boost::json::object>& events() const { return events_; }
+  // How many events named `name` were read.
+  int count(const std::string& name) const;
+  std::string stderr_text() const { return child_.stderr_text(); }
+
+ private:
+  boost::json::object parse(const std::string& line);
+  ChildProcess child_;
+  std::vector<boost::json::object> events_;
+};
+
+// Base fixture: the helper's environment plus the supervisor copy (remade for each suite, as the
+// environment is).
+class SupervisorEnvTest : public HelperEnvTest {
+ protected:
+  void SetUp() override;
+
+  // The root-owned 0755 supervisor copy in the private dir.
+  static const std::string& supervisor() { return supervisor_; }
+
+  // A spec that launches the probe with `probe_flags` after --report (and --api-sock when
+  // `with_api_socket`), in the env's netns, linking vmlinux and rootfs.ext4.
+  ProbeSpec probe_spec(const std::string& tag, const std::vector<std::string>& probe_flags = {},
+                       bool with_api_socket = true);
+  // Writes the spec as a root 0644 file in work() (readable by the test user); returns its path.
+  std::string write_spec(const boost::json::object& spec);
+  std::string write_spec_text(const std::string& name, const std::string& text);
+
+  // `sbx-supervisor run --spec FILE --helper H EXTRA...` as the test user (or as root).
+  std::unique_ptr<SupervisorRun> start_run(const std::string& spec_path,
+                                           const std::vector<std::string>& extra = {},
+                                           const SpawnOptions& options = {}, bool as_root = false);
+  // Any other supervisor command line as the test user, run to completion: its exit code
+  // (exit_code_of), stdout and stderr.
+  struct Output {
+    int code;
+    std::string out, err;
+  };
+  Output run_supervisor(const std::vector<std::string>& args);
+
+  // The host's mount table, less the nsfs mounts of other network namespaces under /run/netns:
+  // those come and go with whatever else runs on the machine (`ip netns add`), and no sandbox
+  // makes one. Every other mount, ours or not, is kept.
+  std::string host_mounts() const;
+
+  // A fresh stderr file for a supervisor run.
+  std::string stderr_path(const std::string& stem);
+
+ private:
+  static std::string supervisor_;
+  static std::string supervisor_dir_;  // the env dir the copy belongs to
+  int counter_ = 0;
+};
+
+// Waits until every pid has SIGTERM ignored (`ignored`) or caught (otherwise); false if one is
+// gone or the timeout passes. The probe sets its disposition only after it listens and reports.
+bool wait_sigterm_disposition(const std::vector<pid_t>& pids, bool ignored,
+                              std::chrono::milliseconds timeout = kTimeout);
+
+// Test-user processes other than `except` that are not zombies.
+std::vector<pid_t> live_test_user_processes_except(pid_t except);
+
+// The session id of pid as this process's /proc shows it; -1 if it is gone.
+pid_t session_of(pid_t pid);
+
+bool process_exists(pid_t pid);
+
+// Entries in /proc/PID/fd.
+int fd_count(pid_t pid);
+
+bool path_exists(const std::string& path);
+
+}  // namespace sbx::it

@@ -1,0 +1,535 @@
+// `sbx-supervisor run` and `check` end to end (issue 4, "Tests"): the real binary driven as the
+// unprivileged test user, launching the probe VMM through the setcap'd helper copy. Each test
+// asserts facts: the events, the exit status, /proc scans for processes of the test user, the
+// host mount table and the sandbox root.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "tests/integration/helper_env.h"
+#include "tests/integration/supervisor_env.h"
+
+namespace sbx::it {
+namespace {
+
+namespace json = boost::json;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+int64_t elapsed_ms(Clock::time_point since) {
+  return std::chrono::duration_cast<milliseconds>(Clock::now() - since).count();
+}
+
+std::string events_text(const std::vector<json::object>& events) {
+  std::string out;
+  for (const auto& ev : events) out += json::serialize(ev) + "\n";
+  return out;
+}
+
+std::string left_processes() {
+  return ::testing::PrintToString(HelperEnv::test_user_processes());
+}
+
+// What must be the same on the host after a sandbox is gone.
+struct HostSnapshot {
+  std::string mountinfo;
+  std::vector<std::string> sandbox_root;
+};
+
+// A sandbox launched by the supervisor, up to `ready` and the probe's report.
+struct Running {
+  std::unique_ptr<SupervisorRun> run;
+  json::object started, ready, report;
+  pid_t vmm_pid() const { return static_cast<pid_t>(json_int(started, "pid")); }
+};
+
+class SupervisorRunTest : public SupervisorEnvTest {
+ protected:
+  HostSnapshot snapshot() { return {host_mounts(), env().sandbox_root_listing()}; }
+
+  // After the supervisor is reaped: no process of the test user, mounts and sandbox root as
+  // they were.
+  void expect_nothing_left(const HostSnapshot& before) {
+    EXPECT_TRUE(HelperEnv::wait_no_test_user_processes()) << "left: " << left_processes();
+    EXPECT_EQ(host_mounts(), before.mountinfo);
+    EXPECT_EQ(env().sandbox_root_listing(), before.sandbox_root);
+  }
+
+  Running launch(const ProbeSpec& spec, const std::vector<std::string>& extra = {},
+                 const SpawnOptions& options = {}) {
+    Running r;
+    r.run = start_run(write_spec(spec.json), extra, options);
+    r.started = r.run->expect_event("started");
+    r.ready = r.run->expect_event("ready");
+    r.report = env().wait_for_report(spec.report);
+    return r;
+  }
+
+  // The started/ready facts every successful launch shares.
+  void expect_started_and_ready(const Running& r, const ProbeSpec& spec) {
+    EXPECT_EQ(json_str(r.started, "id"), spec.id);
+    EXPECT_GT(json_int(r.started, "pid"), 1);
+    EXPECT_EQ(json_int(r.started, "pgid"), json_int(r.started, "pid"));
+    EXPECT_EQ(json_str(r.ready, "id"), spec.id);
+    EXPECT_GE(json_int(r.ready, "t_ms"), json_int(r.started, "t_ms"));
+  }
+
+  // Test 2 and test 10: the probe and three children ignore SIGTERM; only SIGKILL at the end
+  // of a 1500 ms budget stops them.
+  void expect_killed_after_timeout(const std::vector<std::string>& extra) {
+    constexpr int64_t kBudgetMs = 1500;
+    const HostSnapshot before = snapshot();
+    ProbeSpec spec = probe_spec("ignore", {"--ignore-sigterm", "--children", "3"});
+    spec.json["stop_timeout_ms"] = kBudgetMs;
+    Running r = launch(spec, extra);
+    expect_started_and_ready(r, spec);
+    std::vector<pid_t> all{static_cast<pid_t>(json_int(r.report, "pid"))};
+    for (int64_t c : json_ints(r.report, "children")) all.push_back(static_cast<pid_t>(c));
+    ASSERT_EQ(all.size(), 4u);
+    EXPECT_EQ(all[0], r.vmm_pid());
+    for (pid_t pid : all) EXPECT_EQ(getpgid(pid), r.vmm_pid()) << "pid " << pid;
+    ASSERT_TRUE(wait_sigterm_disposition(all, /*ignored=*/true));
+
+    const auto sent = Clock::now();
+    r.run->terminate();
+    json::object term = r.run->expect_event("stopping");
+    json::object kill = r.run->expect_event("stopping", milliseconds(kBudgetMs + 10000));
+    json::object exited = r.run->expect_event("exited");
+    const int64_t wall_ms = elapsed_ms(sent);
+    const int code = r.run->finish();
+
+    EXPECT_EQ(json_str(term, "why"), "SIGTERM");
+    EXPECT_EQ(json_str(term, "step"), "sigterm");
+    EXPECT_EQ(json_str(kill, "why"), "SIGTERM");
+    EXPECT_EQ(json_str(kill, "step"), "sigkill");
+    // t_ms are whole milliseconds read at different instants: the sigterm event may be stamped
+    // up to 1 ms after the ladder started. The wall clock below has no such slack.
+    constexpr int64_t kQuantumMs = 1;
+    EXPECT_GE(json_int(kill, "t_ms") - json_int(term, "t_ms"), kBudgetMs - kQuantumMs);
+    EXPECT_EQ(json_str(exited, "outcome"), "killed_after_timeout") << json::serialize(exited);
+    EXPECT_EQ(json_int(exited, "signal"), SIGKILL);
+    EXPECT_EQ(json_int(exited, "exit_status"), 137);
+    const int64_t stop_ms = json_int(exited, "t_ms") - json_int(term, "t_ms");
+    EXPECT_GE(stop_ms, kBudgetMs - kQuantumMs) << "killed before the budget was spent";
+    EXPECT_LT(stop_ms, kBudgetMs + 3000);
+    EXPECT_GE(wall_ms, kBudgetMs) << "killed before the budget was spent";
+    EXPECT_EQ(code, 137) << r.run->stderr_text();
+    EXPECT_EQ(r.run->count("exited"), 1);
+    expect_nothing_left(before);
+    for (pid_t pid : all) EXPECT_FALSE(process_exists(pid)) << "pid " << pid << " survived";
+    EXPECT_FALSE(path_exists(spec.sandbox_dir));
+    EXPECT_FALSE(path_exists(spec.api_socket));
+  }
+
+  // Test 5 and 6: the supervisor ends with setup_failed at `step` (errno `err`) as its only
+  // event, exits with `exit_code`, and leaves nothing behind. Returns the exited event.
+  json::object expect_setup_failed(const ProbeSpec& spec, const std::string& step, int err,
+                                   int exit_code = 125) {
+    const HostSnapshot before = snapshot();
+    auto run = start_run(write_spec(spec.json));
+    json::object ev = run->next_event();
+    if (json_str(ev, "event") != "exited") {
+      ADD_FAILURE() << "the launch went on: " << json::serialize(ev);
+      run->terminate();
+    }
+    const int code = run->finish();
+    EXPECT_EQ(run->events().size(), 1u) << "events: " << events_text(run->events());
+    EXPECT_EQ(json_str(ev, "id"), spec.id);
+    EXPECT_EQ(json_str(ev, "outcome"), "setup_failed") << json::serialize(ev);
+    EXPECT_EQ(json_str(ev, "step"), step) << json::serialize(ev);
+    EXPECT_EQ(json_int(ev, "errno"), err) << json::serialize(ev);
+    EXPECT_FALSE(json_str(ev, "detail").empty()) << json::serialize(ev);
+    EXPECT_EQ(json_int(ev, "exit_status"), exit_code) << json::serialize(ev);
+    EXPECT_GE(json_int(ev, "t_ms"), 0);
+    EXPECT_EQ(code, exit_code) << run->stderr_text();
+    expect_nothing_left(before);
+    EXPECT_FALSE(path_exists(spec.api_socket));
+    return ev;
+  }
+};
+
+// 1. A VMM that exits on SIGTERM: stopped well under the budget, outcome exited (code 0, the
+// probe's SIGTERM handler), supervisor exit status 0, nothing left.
+TEST_F(SupervisorRunTest, VmmThatExitsOnSigtermStopsWellUnderTheBudget) {
+  const HostSnapshot before = snapshot();
+  ProbeSpec spec = probe_spec("sigterm");
+  spec.json["stop_timeout_ms"] = 10000;
+  Running r = launch(spec);
+  expect_started_and_ready(r, spec);
+  EXPECT_EQ(json_int(r.report, "pid"), r.vmm_pid());
+  EXPECT_EQ(json_int(r.report, "pgid"), r.vmm_pid());
+  EXPECT_TRUE(path_exists(spec.sandbox_dir));
+  ASSERT_TRUE(wait_sigterm_disposition({r.vmm_pid()}, /*ignored=*/false));
+
+  const auto sent = Clock::now();
+  r.run->terminate();
+  json::object stopping = r.run->expect_event("stopping");
+  json::object exited = r.run->expect_event("exited");
+  const int64_t wall_ms = elapsed_ms(sent);
+  const int code = r.run->finish();
+
+  EXPECT_EQ(json_str(stopping, "id"), spec.id);
+  EXPECT_EQ(json_str(stopping, "why"), "SIGTERM");
+  EXPECT_EQ(json_str(stopping, "step"), "sigterm");
+  EXPECT_EQ(json_str(exited, "id"), spec.id);
+  EXPECT_EQ(json_str(exited, "outcome"), "exited") << json::serialize(exited);
+  EXPECT_EQ(json_int(exited, "code"), 0);
+  EXPECT_EQ(json_int(exited, "exit_status"), 0);
+  EXPECT_LT(json_int(exited, "t_ms") - json_int(stopping, "t_ms"), 5000);
+  EXPECT_LT(wall_ms, 5000);
+  EXPECT_EQ(code, 0) << r.run->stderr_text();
+  EXPECT_EQ(r.run->count("exited"), 1);
+  expect_nothing_left(before);
+  EXPECT_FALSE(process_exists(r.vmm_pid()));
+  EXPECT_FALSE(path_exists(spec.sandbox_dir)) << "the sandbox dir was not removed";
+  EXPECT_FALSE(path_exists(spec.api_socket)) << "the API socket was not removed";
+}
+
+// 2. A VMM that ignores SIGTERM, with three children in its group that ignore it too.
+TEST_F(SupervisorRunTest, VmmAndChildrenIgnoringSigtermAreKilledAfterTheBudget) {
+  expect_killed_after_timeout({});
+}
+
+// 10. The same through kill(-pgid), the path for kernels without PIDFD_SIGNAL_PROCESS_GROUP.
+TEST_F(SupervisorRunTest, KillSignalModeGivesTheSameOutcome) {
+  expect_killed_after_timeout({"--signal-mode", "kill"});
+}
+
+// 3. pid_namespace: a child that left the process group with setsid() and ignores SIGTERM is
+// gone after the stop, because killing the namespace init kills the namespace.
+TEST_F(SupervisorRunTest, PidNamespaceTakesASetsidChildAlong) {
+  const HostSnapshot before = snapshot();
+  ProbeSpec spec = probe_spec("pidns-setsid", {"--ignore-sigterm", "--setsid-child"});
+  spec.json["pid_namespace"] = true;
+  spec.json["stop_timeout_ms"] = 1500;
+  Running r = launch(spec);
+  expect_started_and_ready(r, spec);
+  EXPECT_EQ(json_int(r.report, "pid"), 1);
+  EXPECT_FALSE(r.report.at("setsid_child").is_null());
+  // The report's pids are the namespace's: find the two processes from here.
+  std::vector<pid_t> inside = live_test_user_processes_except(r.run->pid());
+  ASSERT_EQ(inside.size(), 2u) << "expected the init and its setsid child: "
+                               << ::testing::PrintToString(inside);
+  pid_t child = inside[0] == r.vmm_pid() ? inside[1] : inside[0];
+  EXPECT_NE(child, r.vmm_pid());
+  EXPECT_EQ(session_of(child), child) << "the child did not leave the VMM's session";
+  EXPECT_NE(getpgid(child), r.vmm_pid());
+  ASSERT_TRUE(wait_sigterm_disposition({r.vmm_pid(), child}, /*ignored=*/true));
+
+  r.run->terminate();
+  json::object term = r.run->expect_event("stopping");
+  json::object kill = r.run->expect_event("stopping", milliseconds(15000));
+  json::object exited = r.run->expect_event("exited");
+  const int code = r.run->finish();
+
+  EXPECT_EQ(json_str(term, "step"), "sigterm");
+  EXPECT_EQ(json_str(kill, "step"), "sigkill");
+  EXPECT_EQ(json_str(exited, "outcome"), "killed_after_timeout") << json::serialize(exited);
+  EXPECT_EQ(json_int(exited, "signal"), SIGKILL);
+  EXPECT_EQ(code, 137) << r.run->stderr_text();
+  expect_nothing_left(before);
+  EXPECT_FALSE(process_exists(child)) << "the setsid child survived";
+  EXPECT_FALSE(process_exists(r.vmm_pid()));
+  EXPECT_FALSE(path_exists(spec.sandbox_dir));
+}
+
+// 4. The supervisor SIGKILLed while the VMM runs: the VMM dies of its parent-death signal.
+TEST_F(SupervisorRunTest, SupervisorKilledTakesTheVmmAlong) {
+  const std::string mounts = host_mounts();
+  ProbeSpec spec = probe_spec("sup-killed");
+  Running r = launch(spec);
+  expect_started_and_ready(r, spec);
+  ASSERT_TRUE(wait_sigterm_disposition({r.vmm_pid()}, /*ignored=*/false));
+  ASSERT_EQ(kill(r.run->pid(), SIGKILL), 0);
+  EXPECT_EQ(r.run->reap(), -SIGKILL);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes()) << "left: " << left_processes();
+  EXPECT_FALSE(process_exists(r.vmm_pid()));
+  EXPECT_EQ(host_mounts(), mounts);
+}
+
+// 4, PID-namespace variant: the namespace init dies with the supervisor and takes its two
+// children along.
+TEST_F(SupervisorRunTest, SupervisorKilledTakesThePidNamespaceAlong) {
+  const std::string mounts = host_mounts();
+  ProbeSpec spec = probe_spec("sup-killed-pidns", {"--children", "2"});
+  spec.json["pid_namespace"] = true;
+  Running r = launch(spec);
+  expect_started_and_ready(r, spec);
+  std::vector<pid_t> inside = live_test_user_processes_except(r.run->pid());
+  EXPECT_EQ(inside.size(), 3u) << ::testing::PrintToString(inside);
+  ASSERT_TRUE(wait_sigterm_disposition({r.vmm_pid()}, /*ignored=*/false));
+  ASSERT_EQ(kill(r.run->pid(), SIGKILL), 0);
+  EXPECT_EQ(r.run->reap(), -SIGKILL);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes()) << "left: " << left_processes();
+  for (pid_t pid : inside) EXPECT_FALSE(process_exists(pid)) << "pid " << pid << " survived";
+  EXPECT_EQ(host_mounts(), mounts);
+}
+
+// 5. Setup failing at five helper steps: setup_failed with the step, errno and detail, exit
+// status 125, nothing left.
+TEST_F(SupervisorRunTest, SetupFailsAtValidateRequest) {
+  ProbeSpec spec = probe_spec("fail-validate");
+  spec.json["netns"] = "other-" + std::to_string(getpid());  // not allowed by the policy
+  expect_setup_failed(spec, "validate_request", EPERM);
+  EXPECT_FALSE(path_exists(spec.sandbox_dir));
+}
+
+TEST_F(SupervisorRunTest, SetupFailsAtJoinNetns) {
+  ProbeSpec spec = probe_spec("fail-netns");
+  spec.json["netns"] = "sbx-it-missing-" + std::to_string(getpid());  // allowed, absent
+  expect_setup_failed(spec, "join_netns", ENOENT);
+  EXPECT_FALSE(path_exists(spec.sandbox_dir));
+}
+
+TEST_F(SupervisorRunTest, SetupFailsAtMakeSandboxDir) {
+  ProbeSpec spec = probe_spec("fail-symlink");
+  // The sandbox dir is a symlink to a directory the test user owns.
+  ASSERT_EQ(symlink(env().work().c_str(), spec.sandbox_dir.c_str()), 0) << std::strerror(errno);
+  expect_setup_failed(spec, "make_sandbox_dir", ELOOP);
+  struct stat st;
+  ASSERT_EQ(lstat(spec.sandbox_dir.c_str(), &st), 0) << "the supervisor removed the symlink";
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+}
+
+TEST_F(SupervisorRunTest, SetupFailsAtLoadPolicy) {
+  struct RestoreMode {
+    std::string path;
+    ~RestoreMode() { chmod(path.c_str(), 0644); }
+  } restore{env().policy_path()};
+  ASSERT_EQ(chmod(env().policy_path().c_str(), 0664), 0) << std::strerror(errno);
+  ProbeSpec spec = probe_spec("fail-policy");
+  json::object ev = expect_setup_failed(spec, "load_policy", EPERM);
+  EXPECT_NE(json_str(ev, "detail").find("writable"), std::string::npos) << json::serialize(ev);
+  EXPECT_FALSE(path_exists(spec.sandbox_dir));
+}
+
+TEST_F(SupervisorRunTest, SetupFailsAtOpenVmm) {
+  const std::string vmm = env().install_vmm_copy("probe-user-owned", kTestUid, 0755);
+  PolicySpec policy = env().default_policy();
+  policy.vmms.push_back(vmm);
+  ScopedPolicy scoped(env(), policy);
+  ProbeSpec spec = probe_spec("fail-owner");
+  spec.json["vmm"].as_object()["binary"] = vmm;
+  expect_setup_failed(spec, "open_vmm", EPERM);
+  EXPECT_FALSE(path_exists(spec.sandbox_dir));
+}
+
+// 6. VMM allowlisted but missing: 127, as a shell would.
+TEST_F(SupervisorRunTest, VmmMissingExits127) {
+  const std::string vmm = env().dir() + "/bin/probe-missing";
+  PolicySpec policy = env().default_policy();
+  policy.vmms.push_back(vmm);
+  ScopedPolicy scoped(env(), policy);
+  ProbeSpec spec = probe_spec("missing");
+  spec.json["vmm"].as_object()["binary"] = vmm;
+  expect_setup_failed(spec, "open_vmm", ENOENT, 127);
+  EXPECT_FALSE(path_exists(spec.sandbox_dir));
+}
+
+// 6. VMM allowlisted but not executable: 126, as a shell would.
+TEST_F(SupervisorRunTest, VmmNotExecutableExits126) {
+  const std::string vmm = env().install_vmm_copy("probe-noexec", 0, 0644);
+  PolicySpec policy = env().default_policy();
+  policy.vmms.push_back(vmm);
+  ScopedPolicy scoped(env(), policy);
+  ProbeSpec spec = probe_spec("noexec");
+  spec.json["vmm"].as_object()["binary"] = vmm;
+  expect_setup_failed(spec, "open_vmm", EACCES, 126);
+  EXPECT_FALSE(path_exists(spec.sandbox_dir));
+}
+
+// 7. An fd the supervisor's caller left open without O_CLOEXEC reaches the supervisor but not
+// the VMM. (No API socket here: the probe's listening socket would be fd 3 of its report.)
+TEST_F(SupervisorRunTest, FdWithoutCloexecDoesNotReachTheVmm) {
+  const HostSnapshot before = snapshot();
+  const std::string marker = env().make_work_file("inherited-marker", "x\n");
+  UniqueFd leaked(open(marker.c_str(), O_RDONLY));  // deliberately without O_CLOEXEC
+  ASSERT_TRUE(leaked) << std::strerror(errno);
+  ASSERT_EQ(fcntl(leaked.get(), F_GETFD) & FD_CLOEXEC, 0);
+  SpawnOptions options;
+  options.inherit = {leaked.get()};
+  ProbeSpec spec = probe_spec("fd-leak", {}, /*with_api_socket=*/false);
+  Running r = launch(spec, {}, options);
+  expect_started_and_ready(r, spec);
+  // The premise: the supervisor itself holds the fd.
+  char target[4096] = {};
+  const std::string fd_link =
+      "/proc/" + std::to_string(r.run->pid()) + "/fd/" + std::to_string(leaked.get());
+  ASSERT_GT(readlink(fd_link.c_str(), target, sizeof(target) - 1), 0)
+      << "the supervisor did not inherit fd " << leaked.get();
+  EXPECT_EQ(std::string(target), marker);
+
+  EXPECT_EQ(json_ints(r.report, "fds"), (std::vector<int64_t>{0, 1, 2}))
+      << json::serialize(r.report.at("fd_targets"));
+  ASSERT_TRUE(wait_sigterm_disposition({r.vmm_pid()}, /*ignored=*/false));
+  r.run->terminate();
+  r.run->expect_event("stopping");
+  json::object exited = r.run->expect_event("exited");
+  EXPECT_EQ(json_str(exited, "outcome"), "exited") << json::serialize(exited);
+  EXPECT_EQ(r.run->finish(), 0) << r.run->stderr_text();
+  expect_nothing_left(before);
+}
+
+// 8. 200 launch/stop cycles, one supervisor process each: nothing accumulates on the host, and
+// the supervisor holds the same number of fds at `ready` every time.
+TEST_F(SupervisorRunTest, TwoHundredLaunchStopCyclesLeaveNothingBehind) {
+  constexpr int kCycles = 200;
+  const HostSnapshot before = snapshot();
+  const auto start = Clock::now();
+  int first_fd_count = -1;
+  for (int i = 1; i <= kCycles; ++i) {
+    ProbeSpec spec = probe_spec("cycle");
+    auto run = start_run(write_spec(spec.json));
+    json::object started = run->expect_event("started");
+    run->expect_event("ready");
+    const int fds = fd_count(run->pid());
+    if (i == 1) first_fd_count = fds;
+    ASSERT_EQ(fds, first_fd_count) << "cycle " << i << ": the supervisor's fd count changed";
+    const pid_t vmm = static_cast<pid_t>(json_int(started, "pid"));
+    ASSERT_TRUE(wait_sigterm_disposition({vmm}, /*ignored=*/false)) << "cycle " << i;
+    run->terminate();
+    run->expect_event("stopping");
+    json::object exited = run->expect_event("exited");
+    ASSERT_EQ(json_str(exited, "outcome"), "exited")
+        << "cycle " << i << ": " << json::serialize(exited);
+    ASSERT_EQ(run->finish(), 0) << "cycle " << i << ": " << run->stderr_text();
+    ASSERT_EQ(run->count("exited"), 1) << "cycle " << i;
+    ASSERT_TRUE(HelperEnv::wait_no_test_user_processes())
+        << "cycle " << i << ": left: " << left_processes();
+    ASSERT_EQ(host_mounts(), before.mountinfo) << "cycle " << i;
+    ASSERT_EQ(env().sandbox_root_listing(), before.sandbox_root) << "cycle " << i;
+    ASSERT_FALSE(path_exists(spec.api_socket)) << "cycle " << i;
+  }
+  const int64_t total_ms = elapsed_ms(start);
+  std::cout << "[ timing   ] " << kCycles << " cycles in " << total_ms << " ms ("
+            << total_ms / kCycles << " ms each); supervisor fds at ready: " << first_fd_count
+            << "\n";
+  RecordProperty("cycles_ms", static_cast<int>(total_ms));
+  EXPECT_LT(total_ms, 150000);
+}
+
+// 9, 11, 12: the command line, through the real binary.
+class SupervisorCliTest : public SupervisorRunTest {
+ protected:
+  // `check` must refuse `spec` (exit non-zero) with `field` named on stderr.
+  void expect_check_refuses(const json::object& spec, const std::string& field) {
+    Output o = run_supervisor({"check", "--spec", write_spec(spec)});
+    EXPECT_NE(o.code, 0) << o.out;
+    EXPECT_GT(o.code, 0) << "killed by signal " << -o.code;
+    EXPECT_TRUE(o.out.empty()) << o.out;
+    EXPECT_NE(o.err.find("spec: " + field + ":"), std::string::npos) << o.err;
+  }
+
+  // `check` of a spec of `kind`: the argv it prints.
+  std::vector<std::string> checked_argv(const std::string& kind, const std::string& sock) {
+    ProbeSpec spec = probe_spec("check-" + kind, {}, /*with_api_socket=*/false);
+    auto& vmm = spec.json["vmm"].as_object();
+    vmm["kind"] = kind;
+    vmm["args"] = json::array{"--extra"};
+    spec.json["api_socket"] = sock;
+    Output o = run_supervisor({"check", "--spec", write_spec(spec.json)});
+    EXPECT_EQ(o.code, 0) << o.err;
+    json::value v = json::parse(o.out);
+    if (!v.is_object()) throw std::runtime_error("check printed no JSON object: " + o.out);
+    EXPECT_EQ(json_str(v.as_object(), "kind"), kind);
+    std::vector<std::string> argv = json_strs(v.as_object(), "argv");
+    return argv;
+  }
+};
+
+TEST_F(SupervisorCliTest, CheckRefusesAnUnknownKey) {
+  ProbeSpec spec = probe_spec("unknown-key");
+  spec.json["frobnicate"] = true;
+  expect_check_refuses(spec.json, "frobnicate");
+}
+
+TEST_F(SupervisorCliTest, CheckRefusesABadId) {
+  ProbeSpec spec = probe_spec("bad-id");
+  spec.json["id"] = "no spaces/or slashes";
+  expect_check_refuses(spec.json, "id");
+}
+
+TEST_F(SupervisorCliTest, CheckRefusesLdPreloadInEnv) {
+  ProbeSpec spec = probe_spec("ld-preload");
+  spec.json["env"].as_object()["LD_PRELOAD"] = "/tmp/evil.so";
+  expect_check_refuses(spec.json, "env.LD_PRELOAD");
+}
+
+TEST_F(SupervisorCliTest, CheckRefusesARelativeSandboxDir) {
+  ProbeSpec spec = probe_spec("relative");
+  spec.json["sandbox_dir"] = "sandboxes/relative";
+  expect_check_refuses(spec.json, "sandbox_dir");
+}
+
+// `run` with an invalid spec: 125 before anything is spawned or created.
+TEST_F(SupervisorCliTest, RunRefusesAnInvalidSpecWithoutSpawning) {
+  const HostSnapshot before = snapshot();
+  ProbeSpec spec = probe_spec("run-invalid");
+  spec.json["frobnicate"] = true;
+  auto run = start_run(write_spec(spec.json));
+  const int code = run->finish();
+  EXPECT_EQ(code, 125) << run->stderr_text();
+  EXPECT_TRUE(run->events().empty()) << events_text(run->events());
+  EXPECT_NE(run->stderr_text().find("frobnicate"), std::string::npos) << run->stderr_text();
+  EXPECT_FALSE(path_exists(spec.sandbox_dir));
+  EXPECT_FALSE(path_exists(spec.report)) << "the probe ran";
+  expect_nothing_left(before);
+}
+
+// 11. Root without --allow-root: refused with a message, nothing spawned.
+TEST_F(SupervisorCliTest, RootWithoutAllowRootIsRefused) {
+  const HostSnapshot before = snapshot();
+  ProbeSpec spec = probe_spec("as-root");
+  auto run = start_run(write_spec(spec.json), {}, {}, /*as_root=*/true);
+  const int code = run->finish();
+  EXPECT_EQ(code, 125) << run->stderr_text();
+  EXPECT_NE(run->stderr_text().find("--allow-root"), std::string::npos) << run->stderr_text();
+  EXPECT_TRUE(run->events().empty()) << events_text(run->events());
+  EXPECT_FALSE(path_exists(spec.sandbox_dir));
+  EXPECT_FALSE(path_exists(spec.report)) << "the probe ran";
+  expect_nothing_left(before);
+}
+
+TEST_F(SupervisorCliTest, VersionAndHelpExitZero) {
+  Output version = run_supervisor({"--version"});
+  EXPECT_EQ(version.code, 0) << version.err;
+  EXPECT_TRUE(version.out.starts_with("sbx-supervisor ")) << version.out;
+  Output help = run_supervisor({"--help"});
+  EXPECT_EQ(help.code, 0) << help.err;
+  EXPECT_NE(help.out.find("sbx-supervisor run --spec"), std::string::npos) << help.out;
+}
+
+// 12. `check` prints the argv with each kind's API flag.
+TEST_F(SupervisorCliTest, CheckArgvForFirecrackerHasApiSock) {
+  const std::string sock = env().work() + "/fc.sock";
+  EXPECT_EQ(checked_argv("firecracker", sock),
+            (std::vector<std::string>{env().probe(), "--api-sock", sock, "--extra"}));
+}
+
+TEST_F(SupervisorCliTest, CheckArgvForCloudHypervisorHasApiSocketPath) {
+  const std::string sock = env().work() + "/ch.sock";
+  EXPECT_EQ(checked_argv("cloud-hypervisor", sock),
+            (std::vector<std::string>{env().probe(), "--api-socket", "path=" + sock, "--extra"}));
+}
+
+TEST_F(SupervisorCliTest, CheckArgvForQemuHasQmp) {
+  const std::string sock = env().work() + "/qmp.sock";
+  EXPECT_EQ(checked_argv("qemu", sock),
+            (std::vector<std::string>{env().probe(), "-qmp", "unix:" + sock + ",server=on,wait=off",
+                                      "--extra"}));
+}
+
+}  // namespace
+}  // namespace sbx::it
