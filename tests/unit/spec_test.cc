@@ -150,6 +150,19 @@ TEST(Spec, RefusesModeMismatches) {
   expect_refused(with(R"("mode":"restore","snapshot":{"rootfs.ext4":"/img/x"})"),
                  "snapshot.rootfs.ext4");
 }
+TEST(Spec, GracefulStopValuesDependOnTheKind) {
+  Spec q =
+      parse_ok(R"({"id":"a","vmm":{"kind":"qemu","binary":"/v","graceful_stop":"system_powerdown"},
+    "sandbox_dir":"/s/a","api_socket":"/run/a.sock"})");
+  EXPECT_EQ(q.graceful_stop, GracefulStop::kSystemPowerdown);
+  expect_refused(
+      R"({"id":"a","vmm":{"kind":"firecracker","binary":"/v","graceful_stop":"system_powerdown"},
+    "sandbox_dir":"/s/a","api_socket":"/run/a.sock"})",
+      "vmm.graceful_stop");
+  expect_refused(R"({"id":"a","vmm":{"kind":"qemu","binary":"/v","graceful_stop":"halt"},
+    "sandbox_dir":"/s/a","api_socket":"/run/a.sock"})",
+                 "vmm.graceful_stop");
+}
 TEST(Spec, RefusesBadStdio) {
   expect_refused(with(R"("stdio":"file")"), "stdio");
 }
