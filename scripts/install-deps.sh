@@ -13,7 +13,9 @@ packages=(
   libcap-ng-dev libseccomp-dev
   libboost1.81-dev libboost-json1.81-dev libboost-log1.81-dev
   # tests
-  libgtest-dev libgmock-dev libcap2-bin iproute2 util-linux procps
+  libgtest-dev libgmock-dev libcap2-bin iproute2 util-linux procps iputils-ping
+  # the QEMU end-to-end test and the demo
+  qemu-system-x86 busybox-static cpio
 )
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${packages[@]}"
