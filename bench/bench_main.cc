@@ -125,7 +125,7 @@ struct Setup {
     must({"/usr/bin/cp", bin_dir + "/bench/sbx-bench-stub", stub});
     chmod(helper.c_str(), 0755);
     chmod(stub.c_str(), 0755);
-    must({"/sbin/setcap", "cap_sys_admin+ep", helper});
+    must({"/sbin/setcap", "cap_sys_admin,cap_audit_write+ep", helper});
     sandboxes = dir + "/sandboxes";
     images = dir + "/images";
     work = dir + "/work";

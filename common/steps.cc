@@ -6,7 +6,7 @@
 namespace sbx {
 namespace {
 
-constexpr std::array<std::pair<Step, std::string_view>, 24> kStepNames = {{
+constexpr std::array<std::pair<Step, std::string_view>, 25> kStepNames = {{
     {Step::kCheckInvocation, "check_invocation"},
     {Step::kReadRequest, "read_request"},
     {Step::kLoadPolicy, "load_policy"},
@@ -31,6 +31,7 @@ constexpr std::array<std::pair<Step, std::string_view>, 24> kStepNames = {{
     {Step::kChdirSandbox, "chdir_sandbox"},
     {Step::kPrepareFds, "prepare_fds"},
     {Step::kExecVmm, "exec_vmm"},
+    {Step::kWriteAudit, "write_audit"},
 }};
 
 }  // namespace

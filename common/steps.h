@@ -34,10 +34,11 @@ enum class Step : uint16_t {
   kChdirSandbox = 22,       // cwd = sandbox dir
   kPrepareFds = 23,         // passed fds placed, every other fd close-on-exec
   kExecVmm = 24,            // execveat of the fd from kOpenVmm
+  kWriteAudit = 25,         // the launch's audit records (fatal only with `audit = required`)
 };
 
 inline constexpr Step kFirstStep = Step::kCheckInvocation;
-inline constexpr Step kLastStep = Step::kExecVmm;
+inline constexpr Step kLastStep = Step::kWriteAudit;
 
 // The step's stable name, as printed in errors, events and audit records.
 std::string_view step_name(Step step);

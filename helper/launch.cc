@@ -1,5 +1,6 @@
 #include "helper/launch.h"
 
+#include <fcntl.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <sched.h>
@@ -12,8 +13,11 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <optional>
 
 #include "common/protocol.h"
+#include "common/unique_fd.h"
+#include "helper/audit.h"
 #include "helper/caps.h"
 #include "helper/exec.h"
 #include "helper/fds.h"
@@ -52,19 +56,38 @@ Status arm_parent_death_signal(const Caller& caller, bool in_new_pid_ns) {
 
 // The one fork of a PID-namespace launch. The child (pid 1 of the new namespace) is made a
 // child of the supervisor (CLONE_PARENT), so the supervisor reaps it and its PDEATHSIG follows
-// the supervisor; this process reports the child's pid and exits. Returns in the child only.
-Status fork_into_pid_namespace(const Caller& caller) {
+// the supervisor; this process reports the child's pid and exits. Returns in the child only,
+// with its pid as the supervisor sees it (passed through a pipe: the child sees itself as 1),
+// which the audit record reports.
+Result<pid_t> fork_into_pid_namespace(const Caller& caller) {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    return Status(Step::kForkPidNamespace, errno, "pipe for the child's pid");
+  }
+  UniqueFd pid_in(pipe_fds[0]), pid_out(pipe_fds[1]);
   clone_args args{};
   args.flags = CLONE_PARENT;
   long pid = syscall(SYS_clone3, &args, sizeof(args));
   if (pid < 0) return Status(Step::kForkPidNamespace, errno, "clone3 into the PID namespace");
   if (pid > 0) {
-    auto bytes = protocol::encode(protocol::PidReport{static_cast<pid_t>(pid)});
+    const pid_t child = static_cast<pid_t>(pid);
+    (void)!write(pid_out.get(), &child, sizeof(child));  // if this fails the child reports it
+    auto bytes = protocol::encode(protocol::PidReport{child});
     Status sent = protocol::send_datagram(fds::kControlFd, bytes, {}, Step::kForkPidNamespace);
     _exit(sent.ok() ? 0 : 125);
   }
+  pid_out.reset();
+  pid_t outer_pid = 0;
+  ssize_t n;
+  do {
+    n = read(pid_in.get(), &outer_pid, sizeof(outer_pid));
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof(outer_pid))) {
+    return Status(Step::kForkPidNamespace, n < 0 ? errno : EPIPE, "read the child's own pid");
+  }
   if (setsid() < 0) return Status(Step::kSetsid, errno, "setsid in the PID namespace");
-  return arm_parent_death_signal(caller, true);
+  if (Status st = arm_parent_death_signal(caller, true); !st.ok()) return st;
+  return outer_pid;
 }
 
 Status set_rlimits(const policy::Policy& policy) {
@@ -98,8 +121,30 @@ Status chdir_sandbox(int dir_fd) {
   return {};
 }
 
-// The containment sequence, in order. Returns only on failure (success is the exec).
-Status launch_sequence(const std::string& policy_path, const Caller& caller) {
+// The launch's record set, written while the helper still holds CAP_AUDIT_WRITE: the kernel
+// checks it on every send (netlink_capable: the socket's opener and the sender at send time),
+// so neither a socket opened earlier nor any record after the capability drop reaches the
+// audit trail. The record therefore says the launch passed every step up to the drop; a
+// failure after it is recorded through syslog only (docs/audit.md). The socket is closed here.
+Status record_launch(audit::Trail& trail, const protocol::LaunchRequest& req, pid_t vm_pid,
+                     policy::AuditMode mode) {
+  auto records = audit::records_for(&req, {}, vm_pid);
+  Status sent = trail.send(records);
+  trail.close();
+  if (sent.ok()) return {};
+  // Refused: syslog then gets the refusal's set (from run()), not this one for a launch that
+  // does not happen.
+  if (mode == policy::AuditMode::kRequired) {
+    return Status(sent.step(), sent.err(), sent.detail() + " and the policy has audit = required");
+  }
+  audit::write_to_syslog(records);
+  return {};
+}
+
+// The containment sequence, in order. Returns only on failure (success is the exec). `seen`
+// keeps the decoded request for the audit record of a refusal.
+Status launch_sequence(const std::string& policy_path, const Caller& caller, audit::Trail& trail,
+                       std::optional<protocol::LaunchRequest>& seen) {
   // The policy comes first and from a fixed root-owned path: the caller cannot name another.
   auto policy = policy::load(policy_path);
   if (!policy.ok()) return policy.status();
@@ -111,7 +156,8 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller) {
   if (!msg.ok()) return msg.status();
   auto* request = std::get_if<protocol::LaunchRequest>(&msg.value());
   if (request == nullptr) return Status(Step::kReadRequest, EPROTO, "expected a LAUNCH message");
-  const protocol::LaunchRequest& req = *request;
+  const protocol::LaunchRequest& req = seen.emplace(std::move(*request));
+  pid_t vm_pid = getpid();  // the VMM keeps this process's pid, unless it forks below
 
   // 1. Everything checkable is checked before any namespace or mount changes.
   auto place = validate::check_request(req, policy.value(), {caller.uid, caller.gid},
@@ -123,7 +169,9 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller) {
   if (Status st = set_sid(); !st.ok()) return st;
   // 3. The VMM dies with the supervisor.
   if (Status st = arm_parent_death_signal(caller, false); !st.ok()) return st;
-  // 4. Join the netns before the mount namespace exists, so /sys below belongs to it.
+  // 4. The audit socket first, so it stays in the helper's own netns. Then join the netns
+  // before the mount namespace exists, so /sys below belongs to it.
+  trail.open();
   if (req.netns) {
     auto fd = netns::open_named(*req.netns);
     if (!fd.ok()) return fd.status();
@@ -132,7 +180,9 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller) {
   // 5. A private mount namespace (and PID namespace on request: the one fork).
   if (Status st = unshare_namespaces(req.pid_namespace); !st.ok()) return st;
   if (req.pid_namespace) {
-    if (Status st = fork_into_pid_namespace(caller); !st.ok()) return st;
+    auto child_pid = fork_into_pid_namespace(caller);
+    if (!child_pid.ok()) return child_pid.status();
+    vm_pid = child_pid.value();
   }
   // 6. Nothing below propagates to the host; then what `ip netns exec` does.
   if (Status st = mounts::make_mounts_private(req.propagation_slave); !st.ok()) return st;
@@ -150,8 +200,10 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller) {
   if (Status st = dir.value().mount_tmpfs(tmpfs_size, caller.uid, caller.gid); !st.ok()) return st;
   // 8. The links, relative to the tmpfs fd.
   if (Status st = dir.value().create_links(req.links); !st.ok()) return st;
-  // 9. Limits, then privilege goes: capabilities, no_new_privs, the syscall filter.
+  // 9. Limits; the audit record while CAP_AUDIT_WRITE is held; then privilege goes:
+  // capabilities, no_new_privs, the syscall filter.
   if (Status st = set_rlimits(policy.value()); !st.ok()) return st;
+  if (Status st = record_launch(trail, req, vm_pid, policy.value().audit); !st.ok()) return st;
   if (Status st = caps::drop_all(); !st.ok()) return st;
   if (Status st = caps::set_no_new_privs(); !st.ok()) return st;
   if (Status st = seccomp::install_vmm_filter(); !st.ok()) return st;
@@ -196,8 +248,13 @@ void fail(const Status& st) {
 
 void run(const std::string& policy_path, pid_t parent_at_entry) {
   Caller caller{getuid(), getgid(), parent_at_entry};
-  // launch_sequence returns only on failure, after its locals have undone what they can.
-  fail(launch_sequence(policy_path, caller));
+  audit::Trail trail;
+  std::optional<protocol::LaunchRequest> seen;
+  // launch_sequence returns only on failure, after its locals have undone what they can. The
+  // refusal is recorded whatever the policy's audit mode: it changes nothing about the outcome.
+  Status st = launch_sequence(policy_path, caller, trail, seen);
+  trail.write(audit::records_for(seen ? &*seen : nullptr, st, -1));
+  fail(st);
 }
 
 }  // namespace sbx::launch

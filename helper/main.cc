@@ -107,10 +107,12 @@ int main(int argc, char** argv) {
   if (chdir("/") != 0) {
     sbx::launch::fail(sbx::Status(sbx::Step::kCheckInvocation, errno, "chdir /"));
   }
+  // CAP_AUDIT_WRITE is not checked here: without it the audit records go to syslog, and
+  // only a policy with `audit = required` refuses the launch (step write_audit).
   if (!sbx::caps::has_effective(CAP_SYS_ADMIN)) {
     sbx::launch::fail(sbx::Status(sbx::Step::kCheckInvocation, EPERM,
                                   "no cap_sys_admin: the helper needs "
-                                  "'setcap cap_sys_admin+ep' on its binary"));
+                                  "'setcap cap_sys_admin,cap_audit_write+ep' on its binary"));
   }
   sbx::launch::run(kPolicyPath, parent_at_entry);
 }

@@ -67,7 +67,7 @@ std::string expand_uid(std::string_view glob, uid_t uid) {
 
 Result<Policy> parse(std::string_view text, std::string_view filename) {
   Policy p;
-  bool seen_tmpfs = false, seen_nofile = false, seen_root = false;
+  bool seen_tmpfs = false, seen_nofile = false, seen_root = false, seen_audit = false;
   size_t line_no = 0;
   auto fail = [&](const std::string& why) {
     return Status(Step::kLoadPolicy, EINVAL,
@@ -136,6 +136,14 @@ Result<Policy> parse(std::string_view text, std::string_view filename) {
       } else if (value != "false") {
         why = "allow_root_vmm must be true or false";
       }
+    } else if (key == "audit") {
+      if (seen_audit) return fail("audit given twice");
+      seen_audit = true;
+      if (value == "required") {
+        p.audit = AuditMode::kRequired;
+      } else if (value != "best_effort") {
+        why = "audit must be required or best_effort";
+      }
     } else {
       why = "unknown key '" + std::string(key) + "'";
     }
@@ -188,6 +196,8 @@ std::string format(const Policy& p) {
   out += "tmpfs_size_mb = " + std::to_string(p.tmpfs_size_mb) + "\n";
   if (p.rlimit_nofile) out += "rlimit_nofile = " + std::to_string(*p.rlimit_nofile) + "\n";
   out += std::string("allow_root_vmm = ") + (p.allow_root_vmm ? "true" : "false") + "\n";
+  out += std::string("audit = ") + (p.audit == AuditMode::kRequired ? "required" : "best_effort") +
+         "\n";
   return out;
 }
 

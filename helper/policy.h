@@ -15,6 +15,12 @@
 
 namespace sbx::policy {
 
+// Whether a launch whose audit record the kernel did not take may still exec the VMM.
+enum class AuditMode {
+  kBestEffort,  // yes: the record goes to syslog instead (the default)
+  kRequired,    // no: refused at step write_audit
+};
+
 struct Policy {
   std::vector<std::string> vmms;           // absolute paths the helper may execute
   std::vector<std::string> sandbox_roots;  // a sandbox dir is a direct child of one of these
@@ -23,6 +29,7 @@ struct Policy {
   uint64_t tmpfs_size_mb = 16;
   std::optional<uint64_t> rlimit_nofile;
   bool allow_root_vmm = false;
+  AuditMode audit = AuditMode::kBestEffort;
 };
 
 inline constexpr size_t kMaxPolicyBytes = 64 * 1024;

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The sbx demo, on a fresh Debian 12 machine, as root: installs the dependencies, builds,
-# installs sbx-nsexec with its file capability (root:sbx 0750, cap_sys_admin+ep, never setuid)
-# and a policy, makes a netns with a TAP device, builds a guest (Debian's cloud kernel and a
-# busybox initramfs), then launches the guest under QEMU through `sbx-supervisor run` as the
-# unprivileged user sbx-demo, prints the events, the guest's console marker and a ping from the
-# netns, stops it, and shows that nothing is left. Re-runnable; `--uninstall` removes what it
+# installs sbx-nsexec with its file capabilities (root:sbx 0750, cap_sys_admin,cap_audit_write+ep,
+# never setuid) and a policy, makes a netns with a TAP device, builds a guest (Debian's cloud
+# kernel and a busybox initramfs), then launches the guest under QEMU through `sbx-supervisor run`
+# as the unprivileged user sbx-demo, prints the events, the guest's console marker and a ping from
+# the netns, stops it, and shows that nothing is left. Re-runnable; `--uninstall` removes what it
 # installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,13 +57,13 @@ cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DSBX_BUILD_TESTS=OFF >/dev/
 cmake --build build-demo -j"$(nproc)" >/dev/null
 echo "built build-demo/helper/sbx-nsexec and build-demo/supervisor/sbx-supervisor"
 
-say "install: the helper with one file capability, the supervisor, a policy"
+say "install: the helper with its file capabilities, the supervisor, a policy"
 getent group sbx >/dev/null || groupadd --system sbx
 id "$USER_NAME" >/dev/null 2>&1 ||
   useradd --system --gid sbx --no-create-home --shell /usr/sbin/nologin "$USER_NAME"
 install -d -m 0755 /usr/libexec/sbx
 install -o root -g sbx -m 0750 build-demo/helper/sbx-nsexec "$HELPER"
-setcap cap_sys_admin+ep "$HELPER"
+setcap cap_sys_admin,cap_audit_write+ep "$HELPER"
 install -o root -g root -m 0755 build-demo/supervisor/sbx-supervisor "$SUPERVISOR"
 ls -l "$HELPER"
 getcap "$HELPER"

@@ -489,8 +489,9 @@ void HelperEnv::set_up() {
   helper_ = bin_ + "/sbx-nsexec";
   copy_file(helper_src, helper_, 0755, 0, 0);
   std::string out;
-  if (int rc = run_command({kSetcap, "cap_sys_admin+ep", helper_}, &out); rc != 0) {
-    fail("setcap cap_sys_admin+ep " + helper_ + " failed (" + std::to_string(rc) + "): " + out);
+  if (int rc = run_command({kSetcap, "cap_sys_admin,cap_audit_write+ep", helper_}, &out); rc != 0) {
+    fail("setcap cap_sys_admin,cap_audit_write+ep " + helper_ + " failed (" + std::to_string(rc) +
+         "): " + out);
   }
   driver_ = bin_ + "/sbx-test-launch";
   copy_file(driver_src, driver_, 0755, 0, 0);
@@ -652,7 +653,7 @@ Launch HelperEnv::launch(const LaunchArgs& args) {
     argv = {kSetpriv, "--reuid=" + std::to_string(kTestUid), "--regid=" + std::to_string(kTestGid),
             "--clear-groups"};
   }
-  argv.insert(argv.end(), {driver_, "--helper", helper_});
+  argv.insert(argv.end(), {driver_, "--helper", args.helper.empty() ? helper_ : args.helper});
   if (!args.raw_file.empty()) {
     argv.insert(argv.end(), {"--raw", args.raw_file});
   } else if (args.empty) {

@@ -1,7 +1,7 @@
 // Shared support for the helper's privileged integration tests: a private directory under /run
-// holding a `setcap cap_sys_admin+ep` copy of sbx-nsexec, the probe VMM, images and a sandbox
-// root; a netns; the root-owned test policy; and the test driver run as an unprivileged user.
-// Infrastructure failures (a spawn that fails, a line that never comes) throw
+// holding a `setcap cap_sys_admin,cap_audit_write+ep` copy of sbx-nsexec, the probe VMM, images
+// and a sandbox root; a netns; the root-owned test policy; and the test driver run as an
+// unprivileged user. Infrastructure failures (a spawn that fails, a line that never comes) throw
 // std::runtime_error, which gtest reports as a failure of the running test.
 #pragma once
 
@@ -93,6 +93,7 @@ struct LaunchArgs {
   bool empty = false;    // --empty: a zero-length datagram
   std::vector<std::string> vmm_args;
   // How the driver is spawned.
+  std::string helper;    // the helper binary; empty: the fixture's setcap'd copy
   bool as_root = false;  // no setpriv: the driver and the helper run as root
   bool ignore_sigterm = false;
   std::vector<int> inherit_fds;

@@ -512,7 +512,8 @@ TEST_F(HelperInvocationTest, CheckPolicyPrintsThePolicy) {
                                "netns = sbx-it-*\n"
                                "tmpfs_size_mb = 8\n"
                                "rlimit_nofile = 512\n"
-                               "allow_root_vmm = false\n";
+                               "allow_root_vmm = false\n"
+                               "audit = best_effort\n";
   EXPECT_EQ(out, expected);
 }
 

@@ -25,6 +25,7 @@ netns = user-{uid}-*
 tmpfs_size_mb = 32
 rlimit_nofile = 4096
 allow_root_vmm = false
+audit = required
 )";
 
 Status parse_error(const std::string& text) {
@@ -50,6 +51,7 @@ TEST(PolicyParse, ReadsEveryKey) {
   ASSERT_TRUE(p.rlimit_nofile.has_value());
   EXPECT_EQ(*p.rlimit_nofile, 4096u);
   EXPECT_FALSE(p.allow_root_vmm);
+  EXPECT_EQ(p.audit, AuditMode::kRequired);
 }
 
 TEST(PolicyParse, DefaultsAllowNothing) {
@@ -60,6 +62,7 @@ TEST(PolicyParse, DefaultsAllowNothing) {
   EXPECT_TRUE(r.value().netns_globs.empty());
   EXPECT_FALSE(r.value().allow_root_vmm);
   EXPECT_EQ(r.value().tmpfs_size_mb, 16u);
+  EXPECT_EQ(r.value().audit, AuditMode::kBestEffort);
 }
 
 TEST(PolicyParse, FormatRoundTrips) {
@@ -101,6 +104,7 @@ TEST(PolicyParse, RefusesDuplicates) {
   expect_refused("tmpfs_size_mb = 1\ntmpfs_size_mb = 2\n");
   expect_refused("rlimit_nofile = 64\nrlimit_nofile = 64\n");
   expect_refused("allow_root_vmm = true\nallow_root_vmm = true\n");
+  expect_refused("audit = required\naudit = best_effort\n");
 }
 TEST(PolicyParse, RefusesOutOfRangeNumbers) {
   expect_refused("tmpfs_size_mb = 0\n");
@@ -112,6 +116,17 @@ TEST(PolicyParse, RefusesOutOfRangeNumbers) {
 }
 TEST(PolicyParse, RefusesNonBooleans) {
   expect_refused("allow_root_vmm = yes\n");
+}
+TEST(PolicyParse, AuditIsRequiredOrBestEffort) {
+  auto r = parse("audit = best_effort\n", "t");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r.value().audit, AuditMode::kBestEffort);
+  EXPECT_NE(format(r.value()).find("audit = best_effort\n"), std::string::npos);
+  Status st = parse_error("audit = off\n");
+  EXPECT_NE(st.detail().find("audit must be required or best_effort"), std::string::npos)
+      << st.detail();
+  expect_refused("audit = Required\n");
+  expect_refused("audit = true\n");
 }
 TEST(PolicyParse, RefusesBadNetnsGlobs) {
   expect_refused("netns = a/b\n");

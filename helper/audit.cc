@@ -1,0 +1,187 @@
+#include "helper/audit.h"
+
+#include <fcntl.h>
+#include <libaudit.h>
+#include <linux/netlink.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace sbx::audit {
+namespace {
+
+constexpr int kAckTimeoutMs = 1000;
+
+// Bytes that would let a value end its field (space, quotes, '=') or its line, or confuse a
+// reader (backslash, control and non-ASCII bytes), force the hex form. libaudit's own test
+// covers quotes, controls, space and DEL (and non-ASCII, as char is signed).
+bool needs_hex(std::string_view value) {
+  if (audit_value_needs_encoding(value.data(), static_cast<unsigned>(value.size())) != 0) {
+    return true;
+  }
+  for (char c : value) {
+    if (c == '\'' || c == '=' || c == '\\' || static_cast<unsigned char>(c) >= 0x7f) return true;
+  }
+  return false;
+}
+
+std::string result_text(const Status& outcome) {
+  return outcome.ok() ? "res=success" : "res=failed";
+}
+
+const char* type_name(int type) {
+  return type == AUDIT_VIRT_CONTROL ? "VIRT_CONTROL" : "VIRT_RESOURCE";
+}
+
+// libaudit's audit_log_user_message() would append its own exe= (the helper) and res=, giving
+// these records two exe= fields, and its HIDE_IT mode reports a missing CAP_AUDIT_WRITE or a
+// kernel refusal as success, which `audit = required` must see. So the record is sent here as
+// libaudit's audit_send() does: one user message with NLM_F_ACK, then the kernel's NLMSG_ERROR
+// answer (error 0: accepted). Returns 0 or the errno.
+int send_user_record(int fd, uint32_t seq, const Record& record) {
+  std::vector<char> msg(NLMSG_SPACE(record.text.size() + 1), '\0');
+  nlmsghdr hdr{};
+  hdr.nlmsg_len = static_cast<uint32_t>(NLMSG_LENGTH(record.text.size() + 1));
+  hdr.nlmsg_type = static_cast<uint16_t>(record.type);
+  hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  hdr.nlmsg_seq = seq;
+  std::memcpy(msg.data(), &hdr, sizeof(hdr));
+  std::memcpy(msg.data() + NLMSG_HDRLEN, record.text.data(), record.text.size());
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  ssize_t sent;
+  do {
+    sent = sendto(fd, msg.data(), hdr.nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel),
+                  sizeof(kernel));
+  } while (sent < 0 && errno == EINTR);
+  if (sent < 0) return errno;
+  // The kernel handles the record inside sendto and queues its answer before returning; the
+  // timeout only bounds a misbehaving kernel. Replies to older sequence numbers are skipped.
+  for (int tries = 0; tries < 8; ++tries) {
+    pollfd pfd{fd, POLLIN, 0};
+    int ready = poll(&pfd, 1, kAckTimeoutMs);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return errno;
+    if (ready == 0) return ETIMEDOUT;
+    char reply[1024];
+    sockaddr_nl from{};
+    socklen_t from_len = sizeof(from);
+    ssize_t got = recvfrom(fd, reply, sizeof(reply), MSG_DONTWAIT,
+                           reinterpret_cast<sockaddr*>(&from), &from_len);
+    if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (got < 0) return errno;
+    // Only the kernel (port 0) answers; only the header and nlmsgerr are read (an error answer
+    // may carry a copy of the record, cut to the buffer).
+    if (from.nl_pid != 0 || static_cast<size_t>(got) < NLMSG_LENGTH(sizeof(nlmsgerr))) continue;
+    nlmsghdr answer;
+    std::memcpy(&answer, reply, sizeof(answer));
+    if (answer.nlmsg_type != NLMSG_ERROR || answer.nlmsg_seq != seq) continue;
+    nlmsgerr err;
+    std::memcpy(&err, reply + NLMSG_HDRLEN, sizeof(err));
+    return -err.error;
+  }
+  return ETIMEDOUT;
+}
+
+}  // namespace
+
+// Opened and closed here, so no syslog socket is left for the VMM or under a passed fd's number.
+void write_to_syslog(const std::vector<Record>& records) {
+  openlog("sbx-nsexec", LOG_PID | LOG_NDELAY, LOG_AUTHPRIV);
+  const pid_t pid = getpid();
+  const unsigned uid = getuid();
+  const unsigned auid = audit_getloginuid();
+  const unsigned ses = audit_get_session();
+  for (const Record& r : records) {
+    int priority = r.text.ends_with("res=failed") ? LOG_WARNING : LOG_NOTICE;
+    syslog(priority, "type=%s pid=%d uid=%u auid=%u ses=%u msg='%s'", type_name(r.type), pid, uid,
+           auid, ses, r.text.c_str());
+  }
+  closelog();
+}
+
+std::string encode_field(std::string_view name, std::string_view value, size_t max_bytes) {
+  value = value.substr(0, max_bytes);
+  std::string out(name);
+  out += '=';
+  if (!needs_hex(value)) return out + '"' + std::string(value) + '"';
+  std::string hex(value.size() * 2 + 1, '\0');
+  audit_encode_value(hex.data(), value.data(), static_cast<unsigned>(value.size()));
+  hex.resize(value.size() * 2);
+  return out + hex;
+}
+
+std::vector<Record> records_for(const protocol::LaunchRequest* request, const Status& outcome,
+                                pid_t vm_pid) {
+  std::vector<Record> out;
+  const std::string res = result_text(outcome);
+  const std::string vm = request ? encode_field("vm", request->id, kMaxNameBytes) : "vm=?";
+  if (request != nullptr) {
+    // What the launch attaches to the VM, as libvirt records a VM's resources at its start.
+    const std::string head = "virt=sbx resrc=";
+    const std::string reason = " reason=start " + vm;
+    if (request->netns) {
+      out.push_back({AUDIT_VIRT_RESOURCE,
+                     head + "netns" + reason + " old-netns=? " +
+                         encode_field("new-netns", *request->netns, kMaxNameBytes) + " " + res});
+    }
+    out.push_back({AUDIT_VIRT_RESOURCE,
+                   head + "fs" + reason + " old-fs=? " +
+                       encode_field("new-fs", request->sandbox_dir, kMaxPathBytes) + " " + res});
+    for (const auto& link : request->links) {
+      out.push_back({AUDIT_VIRT_RESOURCE,
+                     head + "disk" + reason + " " + encode_field("link", link.name, kMaxNameBytes) +
+                         " old-disk=? " + encode_field("new-disk", link.target, kMaxPathBytes) +
+                         " " + res});
+    }
+  }
+  std::string control = "virt=sbx op=start";
+  if (!outcome.ok()) control += " reason=" + std::string(step_name(outcome.step()));
+  control += " " + vm + " vm-pid=" + std::to_string(outcome.ok() ? vm_pid : -1);
+  control += " " + (request ? encode_field("exe", request->vmm, kMaxPathBytes) : "exe=?");
+  out.push_back({AUDIT_VIRT_CONTROL, control + " " + res});
+  return out;
+}
+
+void Trail::open() {
+  if (opened_) return;
+  opened_ = true;
+  set_aumessage_mode(MSG_QUIET, DBG_NO);  // failures are reported by send(), not by libaudit
+  int fd = audit_open();
+  if (fd < 0) {
+    unusable_errno_ = errno != 0 ? errno : EPROTONOSUPPORT;
+    return;
+  }
+  fd_.reset(fd);
+  // Acknowledgements carry only the header, not a copy of the record. Best effort: without it
+  // (kernels before 4.3) the answer is read cut to the buffer, which is enough.
+  int one = 1;
+  (void)setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+}
+
+Status Trail::send(const std::vector<Record>& records) {
+  open();
+  if (!fd_) return Status(Step::kWriteAudit, unusable_errno_, "no audit socket");
+  for (const Record& r : records) {
+    if (int err = send_user_record(fd_.get(), ++seq_, r); err != 0) {
+      return Status(Step::kWriteAudit, err, "the kernel did not take the audit record");
+    }
+  }
+  return {};
+}
+
+void Trail::write(const std::vector<Record>& records) {
+  if (!send(records).ok()) write_to_syslog(records);
+}
+
+void Trail::close() {
+  fd_.reset();
+  opened_ = true;
+  unusable_errno_ = EPERM;  // what a send without CAP_AUDIT_WRITE would get
+}
+
+}  // namespace sbx::audit
