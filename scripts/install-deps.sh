@@ -10,12 +10,14 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
   # build
   cmake make pkg-config g++ clang libclang-rt-14-dev clang-format
-  libcap-ng-dev libseccomp-dev
+  libcap-ng-dev libseccomp-dev libaudit-dev
   libboost1.81-dev libboost-json1.81-dev libboost-log1.81-dev
   # tests
   libgtest-dev libgmock-dev libcap2-bin iproute2 util-linux procps iputils-ping
   # the QEMU end-to-end test and the demo
   qemu-system-x86 busybox-static cpio
+  # the Debian package (packaging/build-deb.sh) and its test: dpkg-shlibdeps, lintian
+  dpkg-dev lintian
 )
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${packages[@]}"

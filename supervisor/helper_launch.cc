@@ -93,7 +93,11 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
     return out;
   }
   if (ec) {
-    out.failure = failure("spawn_helper", ec.value(), "spawn " + helper_path + ": " + ec.message());
+    std::string detail = "spawn " + helper_path + ": " + ec.message();
+    // The packaged helper is root:sbx 0750: EACCES almost always means a missing group.
+    if (ec.value() == EACCES)
+      detail += " (is this user in the group that may run the helper, sbx?)";
+    out.failure = failure("spawn_helper", ec.value(), detail);
     return out;
   }
   const pid_t helper_pid = helper.id();
