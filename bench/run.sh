@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
-command -v bwrap >/dev/null || apt-get install -y -q bubblewrap >/dev/null
+scripts/install-deps.sh >/dev/null
 out=${1:-bench-results.json}
 shift || true
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DSBX_BUILD_TESTS=OFF >/dev/null
