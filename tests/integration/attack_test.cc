@@ -361,27 +361,6 @@ class AttackTest : public HelperEnvTest {
     EXPECT_EQ(env().sandbox_root_listing(), before.listing);
   }
 
-  // Launches `args` through the driver as the test user; the helper must refuse at `step` with
-  // `err` and exit `exit_code`, and the host must be unchanged.
-  json::object expect_refused(const LaunchArgs& args, const std::string& step, int err,
-                              int exit_code = 125) {
-    HostSnapshot before;
-    Launch l = env().launch(args);
-    json::object error;
-    if (l.ok()) {
-      ADD_FAILURE() << "the helper launched the VMM: " << json::serialize(l.line);
-      env().stop(l);
-    } else {
-      error = l.error();
-      EXPECT_EQ(json_str(error, "step"), step) << json::serialize(error);
-      EXPECT_EQ(json_int(error, "errno"), err) << json::serialize(error);
-      json::object exit = env().read_exit(l);
-      EXPECT_EQ(exit.at("code"), json::value(exit_code)) << json::serialize(exit);
-    }
-    expect_host_unchanged(before);
-    return error;
-  }
-
   // A raw LAUNCH message for the driver's --raw.
   LaunchArgs raw_args(const std::vector<uint8_t>& bytes) {
     LaunchArgs args;

@@ -406,6 +406,32 @@ const boost::json::object& Launch::error() const {
   return line.at("error").as_object();
 }
 
+boost::json::object HelperEnvTest::expect_refused(const LaunchArgs& args, const std::string& step,
+                                                  std::optional<int> err, int exit_code) {
+  const std::string mounts = HelperEnv::host_mountinfo();
+  const auto listing = env().sandbox_root_listing();
+  Launch l = env().launch(args);
+  boost::json::object error;
+  if (l.ok()) {
+    ADD_FAILURE() << "the helper launched the VMM: " << boost::json::serialize(l.line);
+    env().stop(l);
+  } else {
+    error = l.error();
+    EXPECT_EQ(json_str(error, "step"), step) << boost::json::serialize(error);
+    if (err) {
+      EXPECT_EQ(json_int(error, "errno"), *err) << boost::json::serialize(error);
+    }
+    boost::json::object exit = env().read_exit(l);
+    EXPECT_EQ(json_int(exit, "pid"), l.helper_pid());
+    EXPECT_EQ(exit.at("code"), boost::json::value(exit_code)) << boost::json::serialize(exit);
+  }
+  EXPECT_EQ(HelperEnv::host_mountinfo(), mounts);
+  EXPECT_EQ(env().sandbox_root_listing(), listing);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes())
+      << "left: " << ::testing::PrintToString(HelperEnv::test_user_processes());
+  return error;
+}
+
 std::string json_str(const boost::json::object& o, const char* key) {
   const auto* v = o.if_contains(key);
   if (v == nullptr || !v->is_string()) {

@@ -216,6 +216,12 @@ class HelperEnvTest : public ::testing::Test {
   void TearDown() override;
   static HelperEnv& env() { return *env_; }
 
+  // Launches `args` through the driver; the helper must refuse at `step` (with `err` when
+  // given) and exit `exit_code`, leaving the host as it was: mount table, sandbox root, no
+  // test-user process. Returns the ERROR the driver printed.
+  boost::json::object expect_refused(const LaunchArgs& args, const std::string& step,
+                                     std::optional<int> err, int exit_code = 125);
+
  private:
   static std::unique_ptr<HelperEnv> env_;
   static std::string setup_error_;

@@ -28,34 +28,6 @@ namespace json = boost::json;
 
 class HelperRefusalsTest : public HelperEnvTest {
  protected:
-  // Launches `args`; the helper must refuse at `step` (with `err` when given), exit with
-  // `exit_code`, and leave the host as it was. Returns the ERROR the driver printed.
-  json::object expect_refused(const LaunchArgs& args, const std::string& step,
-                              std::optional<int> err, int exit_code = 125) {
-    const std::string mounts = HelperEnv::host_mountinfo();
-    const auto listing = env().sandbox_root_listing();
-    Launch l = env().launch(args);
-    json::object error;
-    if (l.ok()) {
-      ADD_FAILURE() << "the helper launched the VMM: " << json::serialize(l.line);
-      env().stop(l);
-    } else {
-      error = l.error();
-      EXPECT_EQ(json_str(error, "step"), step) << json::serialize(error);
-      if (err) {
-        EXPECT_EQ(json_int(error, "errno"), *err) << json::serialize(error);
-      }
-      json::object exit = env().read_exit(l);
-      EXPECT_EQ(json_int(exit, "pid"), l.helper_pid());
-      EXPECT_EQ(exit.at("code"), json::value(exit_code)) << json::serialize(exit);
-    }
-    EXPECT_EQ(HelperEnv::host_mountinfo(), mounts);
-    EXPECT_EQ(env().sandbox_root_listing(), listing);
-    EXPECT_TRUE(HelperEnv::wait_no_test_user_processes())
-        << "left: " << ::testing::PrintToString(HelperEnv::test_user_processes());
-    return error;
-  }
-
   // A request for the probe that would be accepted as it is.
   LaunchArgs good_args(const std::string& tag) { return env().probe_args(tag); }
 

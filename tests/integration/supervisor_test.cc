@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -529,6 +530,50 @@ TEST_F(SupervisorCliTest, CheckArgvForQemuHasQmp) {
   EXPECT_EQ(checked_argv("qemu", sock),
             (std::vector<std::string>{env().probe(), "-qmp", "unix:" + sock + ",server=on,wait=off",
                                       "--extra"}));
+}
+
+}  // namespace
+}  // namespace sbx::it
+
+namespace sbx::it {
+namespace {
+
+// --log-format json: every stderr line is one JSON object with the stable keys ts, level, id,
+// msg, and the lifecycle (launch, running, stopping, outcome) is logged with the sandbox id.
+TEST_F(SupervisorEnvTest, JsonLogIsOneObjectPerLineWithStableKeys) {
+  ProbeSpec spec = probe_spec("jsonlog");
+  auto run = start_run(write_spec(spec.json), {"--log-format", "json"});
+  run->expect_event("started");
+  run->expect_event("ready");
+  ASSERT_TRUE(env().wait_for_report(spec.report).contains("pid"));
+  run->terminate();
+  EXPECT_EQ(run->finish(), 0);
+  std::istringstream lines(run->stderr_text());
+  std::string line;
+  std::vector<std::string> messages;
+  while (std::getline(lines, line)) {
+    boost::system::error_code ec;
+    json::value v = json::parse(line, ec);
+    ASSERT_FALSE(ec) << "not JSON: " << line;
+    ASSERT_TRUE(v.is_object()) << line;
+    const json::object& o = v.as_object();
+    EXPECT_EQ(o.size(), 4u) << line;
+    for (const char* key : {"ts", "level", "id", "msg"}) {
+      ASSERT_TRUE(o.contains(key) && o.at(key).is_string()) << key << " in " << line;
+    }
+    EXPECT_EQ(json_str(o, "id"), spec.id);
+    messages.push_back(json_str(o, "msg"));
+  }
+  auto logged = [&](const std::string& prefix) {
+    for (const auto& m : messages) {
+      if (m.rfind(prefix, 0) == 0) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(logged("launching ")) << run->stderr_text();
+  EXPECT_TRUE(logged("VMM running as pid "));
+  EXPECT_TRUE(logged("stopping: SIGTERM"));
+  EXPECT_TRUE(logged("outcome exited"));
 }
 
 }  // namespace
