@@ -39,52 +39,76 @@ const char* type_name(int type) {
 
 // libaudit's audit_log_user_message() would append its own exe= (the helper) and res=, giving
 // these records two exe= fields, and its HIDE_IT mode reports a missing CAP_AUDIT_WRITE or a
-// kernel refusal as success, which `audit = required` must see. So the record is sent here as
-// libaudit's audit_send() does: one user message with NLM_F_ACK, then the kernel's NLMSG_ERROR
-// answer (error 0: accepted). Returns 0 or the errno.
-int send_user_record(int fd, uint32_t seq, const Record& record) {
-  std::vector<char> msg(NLMSG_SPACE(record.text.size() + 1), '\0');
-  nlmsghdr hdr{};
-  hdr.nlmsg_len = static_cast<uint32_t>(NLMSG_LENGTH(record.text.size() + 1));
-  hdr.nlmsg_type = static_cast<uint16_t>(record.type);
-  hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-  hdr.nlmsg_seq = seq;
-  std::memcpy(msg.data(), &hdr, sizeof(hdr));
-  std::memcpy(msg.data() + NLMSG_HDRLEN, record.text.data(), record.text.size());
+// kernel refusal as success, which `audit = required` must see. So the records are sent here
+// as libaudit's audit_send() sends one: user messages with NLM_F_ACK, each answered by the
+// kernel with an NLMSG_ERROR (error 0: accepted). All of a launch's records go in one sendmsg
+// (the kernel handles every message of a netlink packet in order and answers each), then the
+// answers are read. Returns 0 or the errno of the first record the kernel refused.
+int send_user_records(int fd, uint32_t first_seq, const std::vector<Record>& records) {
+  std::vector<std::vector<char>> msgs;
+  std::vector<iovec> iov;
+  msgs.reserve(records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    const Record& record = records[i];
+    std::vector<char>& msg = msgs.emplace_back(NLMSG_SPACE(record.text.size() + 1), '\0');
+    nlmsghdr hdr{};
+    hdr.nlmsg_len = static_cast<uint32_t>(NLMSG_LENGTH(record.text.size() + 1));
+    hdr.nlmsg_type = static_cast<uint16_t>(record.type);
+    hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    hdr.nlmsg_seq = first_seq + static_cast<uint32_t>(i);
+    std::memcpy(msg.data(), &hdr, sizeof(hdr));
+    std::memcpy(msg.data() + NLMSG_HDRLEN, record.text.data(), record.text.size());
+    iov.push_back({msg.data(), msg.size()});  // NLMSG_SPACE: each message aligned
+  }
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
+  msghdr packet{};
+  packet.msg_name = &kernel;
+  packet.msg_namelen = sizeof(kernel);
+  packet.msg_iov = iov.data();
+  packet.msg_iovlen = iov.size();
   ssize_t sent;
   do {
-    sent = sendto(fd, msg.data(), hdr.nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel),
-                  sizeof(kernel));
+    sent = sendmsg(fd, &packet, 0);
   } while (sent < 0 && errno == EINTR);
   if (sent < 0) return errno;
-  // The kernel handles the record inside sendto and queues its answer before returning; the
-  // timeout only bounds a misbehaving kernel. Replies to older sequence numbers are skipped.
-  for (int tries = 0; tries < 8; ++tries) {
-    pollfd pfd{fd, POLLIN, 0};
-    int ready = poll(&pfd, 1, kAckTimeoutMs);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready < 0) return errno;
-    if (ready == 0) return ETIMEDOUT;
+  // The kernel handles the records inside sendmsg and queues the answers before returning; the
+  // timeout only bounds a misbehaving kernel. Answers to older sequence numbers are skipped.
+  int first_error = 0;
+  size_t answered = 0;
+  const uint32_t end_seq = first_seq + static_cast<uint32_t>(records.size());
+  for (int tries = 0; answered < records.size() && tries < 8 + 2 * static_cast<int>(records.size());
+       ++tries) {
     char reply[1024];
     sockaddr_nl from{};
     socklen_t from_len = sizeof(from);
     ssize_t got = recvfrom(fd, reply, sizeof(reply), MSG_DONTWAIT,
                            reinterpret_cast<sockaddr*>(&from), &from_len);
-    if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (got < 0 && errno == EAGAIN) {
+      pollfd pfd{fd, POLLIN, 0};
+      int ready = poll(&pfd, 1, kAckTimeoutMs);
+      if (ready < 0 && errno != EINTR) return errno;
+      if (ready == 0) return ETIMEDOUT;
+      continue;
+    }
+    if (got < 0 && errno == EINTR) continue;
     if (got < 0) return errno;
     // Only the kernel (port 0) answers; only the header and nlmsgerr are read (an error answer
     // may carry a copy of the record, cut to the buffer).
     if (from.nl_pid != 0 || static_cast<size_t>(got) < NLMSG_LENGTH(sizeof(nlmsgerr))) continue;
     nlmsghdr answer;
     std::memcpy(&answer, reply, sizeof(answer));
-    if (answer.nlmsg_type != NLMSG_ERROR || answer.nlmsg_seq != seq) continue;
+    if (answer.nlmsg_type != NLMSG_ERROR || answer.nlmsg_seq < first_seq ||
+        answer.nlmsg_seq >= end_seq) {
+      continue;
+    }
     nlmsgerr err;
     std::memcpy(&err, reply + NLMSG_HDRLEN, sizeof(err));
-    return -err.error;
+    if (first_error == 0) first_error = -err.error;
+    ++answered;
   }
-  return ETIMEDOUT;
+  if (answered < records.size()) return ETIMEDOUT;
+  return first_error;
 }
 
 }  // namespace
@@ -166,10 +190,11 @@ void Trail::open() {
 Status Trail::send(const std::vector<Record>& records) {
   open();
   if (!fd_) return Status(Step::kWriteAudit, unusable_errno_, "no audit socket");
-  for (const Record& r : records) {
-    if (int err = send_user_record(fd_.get(), ++seq_, r); err != 0) {
-      return Status(Step::kWriteAudit, err, "the kernel did not take the audit record");
-    }
+  if (records.empty()) return {};
+  const uint32_t first = seq_ + 1;
+  seq_ += static_cast<uint32_t>(records.size());
+  if (int err = send_user_records(fd_.get(), first, records); err != 0) {
+    return Status(Step::kWriteAudit, err, "the kernel did not take the audit record");
   }
   return {};
 }

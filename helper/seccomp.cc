@@ -1,37 +1,22 @@
 #include "helper/seccomp.h"
 
-#include <sched.h>
-#include <seccomp.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
-#include <array>
 #include <cerrno>
-#include <string>
+#include <iterator>
+
+#include "helper/seccomp_rules.h"
 
 namespace sbx::seccomp {
 namespace {
 
-constexpr std::array<std::string_view, 13> kDenied = {
-    "mount",  "umount2", "pivot_root", "unshare", "setns",         "move_mount", "open_tree",
-    "fsopen", "fsmount", "fsconfig",   "fspick",  "mount_setattr", "umount",
-};
-
-constexpr std::array<unsigned long, 8> kNamespaceCloneFlags = {
-    CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,    CLONE_NEWUSER,
-    CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP, CLONE_NEWTIME,
-};
-
-class FilterContext {
- public:
-  FilterContext() : ctx_(seccomp_init(SCMP_ACT_ALLOW)) {}
-  ~FilterContext() {
-    if (ctx_ != nullptr) seccomp_release(ctx_);
-  }
-  FilterContext(const FilterContext&) = delete;
-  FilterContext& operator=(const FilterContext&) = delete;
-  scmp_filter_ctx get() const { return ctx_; }
-
- private:
-  scmp_filter_ctx ctx_;
+// The program libseccomp compiled from seccomp_rules.h at build time, architecture check
+// included (a foreign-architecture syscall kills the process).
+const sock_filter kVmmFilter[] = {
+#include "vmm_seccomp_filter.inc"
 };
 
 }  // namespace
@@ -41,24 +26,11 @@ std::span<const std::string_view> denied_syscalls() {
 }
 
 Status install_vmm_filter() {
-  FilterContext ctx;
-  if (ctx.get() == nullptr) return Status(Step::kInstallSeccomp, ENOMEM, "seccomp_init");
-  for (std::string_view name : kDenied) {
-    std::string n(name);
-    int nr = seccomp_syscall_resolve_name(n.c_str());
-    if (nr < 0) continue;  // not a syscall on this architecture (e.g. umount on x86_64)
-    int rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), nr, 0);
-    if (rc != 0) return Status(Step::kInstallSeccomp, -rc, "deny " + n);
+  sock_fprog prog{static_cast<unsigned short>(std::size(kVmmFilter)),
+                  const_cast<sock_filter*>(kVmmFilter)};
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+    return Status(Step::kInstallSeccomp, errno, "seccomp(SECCOMP_SET_MODE_FILTER)");
   }
-  for (unsigned long flag : kNamespaceCloneFlags) {
-    int rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
-                              SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag));
-    if (rc != 0) return Status(Step::kInstallSeccomp, -rc, "deny clone with namespace flags");
-  }
-  int rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-  if (rc != 0) return Status(Step::kInstallSeccomp, -rc, "clone3 to ENOSYS");
-  rc = seccomp_load(ctx.get());
-  if (rc != 0) return Status(Step::kInstallSeccomp, -rc, "seccomp_load");
   return {};
 }
 

@@ -2,21 +2,17 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/process/v2/default_launcher.hpp>
-#include <boost/process/v2/process.hpp>
-#include <boost/process/v2/stdio.hpp>
 #include <cerrno>
 #include <cstring>
 
 namespace sbx::supervisor {
-namespace bp = boost::process::v2;
-
 namespace {
 
 int pidfd_open(pid_t pid) {
@@ -32,29 +28,43 @@ std::optional<int> reap_within(pid_t pid, int pidfd, int timeout_ms) {
   return status;
 }
 
-// Puts the helper's end of the socketpair at fd 3 in the child, and when the supervisor's
-// stdout carries the events, the VMM's stdout on the supervisor's stderr so VMM output never
-// corrupts the event stream. (Boost 1.81's posix::bind_fd has an on_setup without a return
-// value, so it cannot be used.)
-struct HelperChildFds {
-  int fd;
-  bool stdout_to_stderr;
-  boost::system::error_code on_setup(bp::posix::default_launcher& launcher,
-                                     const bp::filesystem::path&, const char* const*) {
-    launcher.fd_whitelist.push_back(3);
-    return {};
+// Spawns the helper with posix_spawn rather than a fork: glibc runs the child on its own stack
+// in the parent's address space (CLONE_VM|CLONE_VFORK), so no page tables are copied, and
+// hands an exec failure's errno back. The helper's end of the socketpair lands at fd 3; stdio
+// is /dev/null or inherited, with stdout on the supervisor's stderr when stdout carries the
+// events; every fd above 3 is closed; the signal mask is cleared; the environment is empty.
+// Returns 0 and sets *pid, or returns an errno value.
+int spawn_helper(const std::string& helper_path, int helper_end, Stdio stdio,
+                 bool stdout_to_stderr, pid_t* pid) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  if (int rc = posix_spawn_file_actions_init(&fa); rc != 0) return rc;
+  if (int rc = posix_spawnattr_init(&attr); rc != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    return rc;
   }
-  // Runs in the child between fork and exec: async-signal-safe calls only.
-  boost::system::error_code on_exec_setup(bp::posix::default_launcher&, const bp::filesystem::path&,
-                                          const char* const*) {
-    int rc = fd == 3 ? fcntl(3, F_SETFD, 0) : dup2(fd, 3);
-    if (rc == -1) return {errno, boost::system::system_category()};
-    if (stdout_to_stderr && dup2(STDERR_FILENO, STDOUT_FILENO) == -1) {
-      return {errno, boost::system::system_category()};
+  // adddup2 of an fd onto itself clears FD_CLOEXEC (glibc, after Austin Group issue 411).
+  int rc = posix_spawn_file_actions_adddup2(&fa, helper_end, 3);
+  if (stdio == Stdio::kNull) {
+    for (int fd = 0; fd <= 2 && rc == 0; ++fd) {
+      rc = posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY,
+                                            0);
     }
-    return {};
+  } else if (stdout_to_stderr && rc == 0) {
+    rc = posix_spawn_file_actions_adddup2(&fa, STDERR_FILENO, STDOUT_FILENO);
   }
-};
+  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+  sigset_t empty;
+  sigemptyset(&empty);
+  if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &empty);
+  if (rc == 0) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  char* const argv[] = {const_cast<char*>(helper_path.c_str()), nullptr};
+  char* const envp[] = {nullptr};
+  if (rc == 0) rc = posix_spawn(pid, helper_path.c_str(), &fa, &attr, argv, envp);
+  posix_spawnattr_destroy(&attr);
+  posix_spawn_file_actions_destroy(&fa);
+  return rc;
+}
 
 SetupFailure failure(std::string step, int err, std::string detail) {
   return SetupFailure{std::move(step), err, std::move(detail), 125};
@@ -77,32 +87,18 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
   }
   UniqueFd ours(sv[0]), theirs(sv[1]);
 
-  boost::asio::io_context ctx;
-  boost::system::error_code ec;
-  bp::process_stdio io;
-  if (stdio == Stdio::kNull) io = bp::process_stdio{nullptr, nullptr, nullptr};
-  // The launcher closes every fd but 0-2 and the bound ones in the child.
-  const std::vector<std::string> no_args;
-  bp::process helper(ctx.get_executor());
-  try {
-    helper = bp::default_process_launcher()(
-        ctx.get_executor(), ec, helper_path, no_args, io,
-        HelperChildFds{theirs.get(), stdio == Stdio::kInherit && stdout_is_events});
-  } catch (const std::exception& e) {
-    out.failure = failure("spawn_helper", EIO, std::string("spawn: ") + e.what());
-    return out;
-  }
-  if (ec) {
-    std::string detail = "spawn " + helper_path + ": " + ec.message();
+  pid_t helper_pid = -1;
+  if (int rc = spawn_helper(helper_path, theirs.get(), stdio,
+                            stdio == Stdio::kInherit && stdout_is_events, &helper_pid);
+      rc != 0) {
+    std::string detail = "spawn " + helper_path + ": " + std::strerror(rc);
     // The packaged helper is root:sbx 0750: EACCES almost always means a missing group.
-    if (ec.value() == EACCES)
-      detail += " (is this user in the group that may run the helper, sbx?)";
-    out.failure = failure("spawn_helper", ec.value(), detail);
+    if (rc == EACCES) detail += " (is this user in the group that may run the helper, sbx?)";
+    out.failure = failure("spawn_helper", rc, detail);
     return out;
   }
-  const pid_t helper_pid = helper.id();
+  // The child is unreaped, so its pid cannot be reused before the pidfd is open.
   UniqueFd helper_pidfd(pidfd_open(helper_pid));
-  helper.detach();  // tracked through the pidfd and waitpid from here on
   theirs.reset();
   if (!helper_pidfd) {
     out.failure = failure("spawn_helper", errno, "pidfd_open");

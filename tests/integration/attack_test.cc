@@ -9,6 +9,7 @@
 // Some attacks need more control than the driver gives (an exact environment, supplementary
 // groups, a ptracing parent), so the test also starts the helper itself: fork, become the test
 // user, the caller's socket end at fd 3, execve. The test process (root) then plays the caller.
+#include <elf.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -710,12 +711,28 @@ TEST_F(AttackTest, ArgsAndEnvWithNewlinesArePassedVerbatim) {
   expect_host_unchanged(before, {args.sandbox_dir});
 }
 
+// True when the ELF file at `path` names a program interpreter (a dynamic loader).
+bool has_program_interpreter(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  Elf64_Ehdr eh{};
+  if (!in.read(reinterpret_cast<char*>(&eh), sizeof(eh))) return false;
+  for (int i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr ph{};
+    in.seekg(static_cast<std::streamoff>(eh.e_phoff + i * sizeof(ph)));
+    if (!in.read(reinterpret_cast<char*>(&ph), sizeof(ph))) return false;
+    if (ph.p_type == PT_INTERP) return true;
+  }
+  return false;
+}
+
 // ---------------------------------------------------------------------------------------------
-// e. Loader variables in the caller's environment. The file capability makes the helper's exec
-// a secure exec (AT_SECURE=1): the loader ignores LD_PRELOAD/LD_LIBRARY_PATH/LD_AUDIT, and the
+// e. Loader variables in the caller's environment. The helper is a static PIE (no loader at
+// all) or, in sanitizer builds, dynamic: then the file capability makes its exec a secure exec
+// (AT_SECURE=1) and the loader ignores LD_PRELOAD/LD_LIBRARY_PATH/LD_AUDIT. Either way the
 // helper rebuilds the environment, so the VMM gets exactly the request's. The bogus libraries
-// are sharp: the control (the same binary without the file capability, the same environment)
-// dies in the loader.
+// are sharp: the control, a dynamic program in the same environment (the helper's own binary
+// without the file capability when it is dynamic, /usr/bin/true when it is static), dies in the
+// loader.
 TEST_F(AttackTest, LoaderVariablesInTheCallersEnvironmentAreIgnored) {
   const HostSnapshot before;
   const std::string libdir = env().work() + "/ldlib";
@@ -738,7 +755,11 @@ TEST_F(AttackTest, LoaderVariablesInTheCallersEnvironmentAreIgnored) {
                                                 "PATH=" + libdir,     "SBX_CALLER_ONLY=1"};
 
   // The control: without the file capability the same environment breaks the loader.
-  const std::string plain = install_helper_copy("sbx-nsexec-nocaps", 0, 0755, false);
+  const bool helper_is_dynamic = has_program_interpreter(env().helper());
+  const std::string plain = helper_is_dynamic
+                                ? install_helper_copy("sbx-nsexec-nocaps", 0, 0755, false)
+                                : std::string("/usr/bin/true");
+  ASSERT_TRUE(has_program_interpreter(plain)) << plain;
   const std::string control_log = env().fresh_path("control-stderr");
   Spawned control = spawn_as_test_user(plain, hostile_env, {}, control_log);
   ASSERT_EQ(control.exec_errno, 0);
