@@ -21,7 +21,7 @@ out=$(cd "$1" && pwd)
 build=${SBX_DEB_BUILD_DIR:-$src/build-deb}
 jobs=${SBX_DEB_JOBS:-$(nproc)}
 pkg=$src/packaging
-for tool in cmake objcopy dpkg-deb dpkg-shlibdeps dpkg-parsechangelog gzip md5sum; do
+for tool in cmake objcopy readelf dpkg-deb dpkg-shlibdeps dpkg-parsechangelog gzip md5sum; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps.sh installs it)"
 done
 
@@ -77,18 +77,27 @@ gzip -9 -n -c "$pkg/debian/changelog" >"$doc/changelog.gz"
 install -d "$root/usr/share/lintian/overrides"
 install -m 0644 "$pkg/debian/lintian-overrides" "$root/usr/share/lintian/overrides/sbx"
 
-# Depends: the shared libraries the two binaries link (dpkg-shlibdeps wants a debian/control to
-# read, so it runs in a scratch dir), adduser for postinst's addgroup, libcap2-bin for setcap.
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
-mkdir "$scratch/debian"
-printf 'Source: sbx\n\nPackage: sbx\nArchitecture: any\n' >"$scratch/debian/control"
-# (Its "should already be installed in their package's directory" is about debian/PACKAGE.)
-shlibs=$(cd "$scratch" && dpkg-shlibdeps -O "$root/usr/bin/sbx-supervisor" \
-  "$root/usr/libexec/sbx/sbx-nsexec" 2> >(grep -v "in their package's directory" >&2))
-shlibs=${shlibs#shlibs:Depends=}
-[ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependencies"
-depends="adduser, libcap2-bin, $shlibs"
+# Depends: adduser for postinst's addgroup, libcap2-bin for setcap, and the shared libraries of
+# whichever binary is dynamic. Both are static PIEs in a normal build (the top-level
+# CMakeLists.txt says why), and then there are none. dpkg-shlibdeps wants a debian/control to
+# read, so it runs in a scratch dir.
+dynamic=()
+for bin in "$root/usr/bin/sbx-supervisor" "$root/usr/libexec/sbx/sbx-nsexec"; do
+  if readelf -lW "$bin" | grep -q 'Requesting program interpreter'; then dynamic+=("$bin"); fi
+done
+shlibs=
+if [ ${#dynamic[@]} -gt 0 ]; then
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  mkdir "$scratch/debian"
+  printf 'Source: sbx\n\nPackage: sbx\nArchitecture: any\n' >"$scratch/debian/control"
+  # (Its "should already be installed in their package's directory" is about debian/PACKAGE.)
+  shlibs=$(cd "$scratch" && dpkg-shlibdeps -O "${dynamic[@]}" \
+    2> >(grep -v "in their package's directory" >&2))
+  shlibs=${shlibs#shlibs:Depends=}
+  [ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependencies of ${dynamic[*]}"
+fi
+depends="adduser, libcap2-bin${shlibs:+, $shlibs}"
 
 # Installed-Size as dpkg-gencontrol counts it: KiB per file rounded up, 1 per other entry.
 installed_size=$(find "$root" -mindepth 1 -printf '%y %s\n' |
