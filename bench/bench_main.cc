@@ -110,7 +110,7 @@ Stats stats(std::vector<int64_t> ns) {
 
 // Everything the bench sets up as root, and removes at the end.
 struct Setup {
-  std::string dir, helper, stub, supervisor, sandboxes, images, work, netns, policy_dir;
+  std::string dir, helper, stub, exec_once, supervisor, sandboxes, images, work, netns, policy_dir;
   std::string reference_script;
 
   void create(const std::string& bin_dir, const std::string& src_dir) {
@@ -123,8 +123,11 @@ struct Setup {
     supervisor = bin_dir + "/supervisor/sbx-supervisor";
     must({"/usr/bin/cp", bin_dir + "/helper/sbx-nsexec-bench", helper});
     must({"/usr/bin/cp", bin_dir + "/bench/sbx-bench-stub", stub});
+    exec_once = dir + "/exec-once";
+    must({"/usr/bin/cp", bin_dir + "/bench/sbx-bench-exec-once", exec_once});
     chmod(helper.c_str(), 0755);
     chmod(stub.c_str(), 0755);
+    chmod(exec_once.c_str(), 0755);
     must({"/sbin/setcap", "cap_sys_admin,cap_audit_write+ep", helper});
     sandboxes = dir + "/sandboxes";
     images = dir + "/images";
@@ -231,6 +234,16 @@ int64_t launch_bare(const Setup& s, int i) {
   pid_t pid = spawn({s.stub, "--stamp", stamp});
   wait_exit(pid);
   return read_stamp(stamp) - t0;
+}
+
+// Two execs and nothing else: a static program that execs the stub.
+int64_t launch_two_execs(const Setup& s, int i) {
+  std::string stamp = s.work + "/stamp-exec2-" + std::to_string(i);
+  int64_t t0 = now_ns();
+  pid_t pid = spawn({s.exec_once, s.stub, "--stamp", stamp});
+  int rc = wait_exit(pid);
+  int64_t v = read_stamp(stamp) - t0;
+  return rc == 0 ? v : -1;
 }
 
 int64_t launch_reference(const Setup& s, int i) {
@@ -518,6 +531,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::vector<int64_t>> lat;
   for (int i = 0; i < launches; ++i) {
     lat["1 bare posix_spawn"].push_back(launch_bare(s, i));
+    lat["1b two execs, no work"].push_back(launch_two_execs(s, i));
     lat["2 reference pipeline"].push_back(launch_reference(s, i));
     std::string user = as_bench_user([&] {
       return join({launch_bwrap(s, i), launch_supervisor_process(s, i), launch_in_process(s, i)});
@@ -571,6 +585,7 @@ int main(int argc, char** argv) {
                      {"x_floor", v.median_ms / floor}, {"speedup_vs_reference", ref / v.median_ms}};
   }
   std::printf("(bwrap cannot join an existing netns; its row has no netns work)\n");
+  std::printf("(1b: a static program that only execs the stub: the least a helper process costs)\n");
   Stats t = stats(stop_term), o = stats(overshoot);
   std::printf("\nStop, request to reaped (%d runs each)\n", stop_runs);
   std::printf("exits on SIGTERM:             median %.3f ms  p99 %.3f ms\n", t.median_ms, t.p99_ms);

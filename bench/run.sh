@@ -9,6 +9,6 @@ scripts/install-deps.sh >/dev/null
 out=${1:-bench-results.json}
 shift || true
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DSBX_BUILD_TESTS=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" --target sbx-bench sbx-bench-stub sbx-nsexec-bench \
+cmake --build build-bench -j"$(nproc)" --target sbx-bench sbx-bench-stub sbx-bench-exec-once sbx-nsexec-bench \
   sbx-supervisor >/dev/null
 exec build-bench/bench/sbx-bench --bin-dir "$PWD/build-bench" --src-dir "$PWD" --json "$out" "$@"
