@@ -8,7 +8,14 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh >/dev/null
 out=${1:-bench-results.json}
 shift || true
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DSBX_BUILD_TESTS=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" --target sbx-bench sbx-bench-stub sbx-bench-exec-once sbx-nsexec-bench \
-  sbx-supervisor >/dev/null
-exec build-bench/bench/sbx-bench --bin-dir "$PWD/build-bench" --src-dir "$PWD" --json "$out" "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# The build's output (static links print glibc's NSS notices) is shown only if it fails.
+if ! { cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DSBX_BUILD_TESTS=OFF &&
+  cmake --build build-bench -j"$(nproc)" --target sbx-bench sbx-bench-stub sbx-bench-exec-once \
+    sbx-nsexec-bench sbx-supervisor; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "bench/run.sh: the build failed" >&2
+  exit 1
+fi
+build-bench/bench/sbx-bench --bin-dir "$PWD/build-bench" --src-dir "$PWD" --json "$out" "$@"
