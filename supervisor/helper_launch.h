@@ -1,4 +1,4 @@
-// Starting sbx-nsexec: a SOCK_SEQPACKET socketpair, the helper spawned with Boost.Process with
+// Starting sbx-nsexec: a SOCK_SEQPACKET socketpair, the helper spawned with posix_spawn with
 // its end at fd 3 and nothing else beyond 0-2, one LAUNCH, then read to ERROR or EOF.
 #pragma once
 
