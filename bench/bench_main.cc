@@ -585,7 +585,8 @@ int main(int argc, char** argv) {
                      {"x_floor", v.median_ms / floor}, {"speedup_vs_reference", ref / v.median_ms}};
   }
   std::printf("(bwrap cannot join an existing netns; its row has no netns work)\n");
-  std::printf("(1b: a static program that only execs the stub: the least a helper process costs)\n");
+  std::printf(
+      "(1b: a static program that only execs the stub: the least a helper process costs)\n");
   Stats t = stats(stop_term), o = stats(overshoot);
   std::printf("\nStop, request to reaped (%d runs each)\n", stop_runs);
   std::printf("exits on SIGTERM:             median %.3f ms  p99 %.3f ms\n", t.median_ms, t.p99_ms);

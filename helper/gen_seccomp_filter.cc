@@ -80,6 +80,8 @@ int main(int argc, char** argv) {
   if (f == nullptr) return fail("open " + tmp, errno);
   bool ok = std::fwrite(out.data(), 1, out.size(), f) == out.size();
   if (std::fclose(f) != 0 || !ok) return fail("write " + tmp, errno);
-  if (std::rename(tmp.c_str(), argv[1]) != 0) return fail("rename to " + std::string(argv[1]), errno);
+  if (std::rename(tmp.c_str(), argv[1]) != 0) {
+    return fail("rename to " + std::string(argv[1]), errno);
+  }
   return 0;
 }

@@ -34,8 +34,8 @@ std::optional<int> reap_within(pid_t pid, int pidfd, int timeout_ms) {
 // is /dev/null or inherited, with stdout on the supervisor's stderr when stdout carries the
 // events; every fd above 3 is closed; the signal mask is cleared; the environment is empty.
 // Returns 0 and sets *pid, or returns an errno value.
-int spawn_helper(const std::string& helper_path, int helper_end, Stdio stdio,
-                 bool stdout_to_stderr, pid_t* pid) {
+int spawn_helper(const std::string& helper_path, int helper_end, Stdio stdio, bool stdout_to_stderr,
+                 pid_t* pid) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   if (int rc = posix_spawn_file_actions_init(&fa); rc != 0) return rc;
@@ -47,8 +47,7 @@ int spawn_helper(const std::string& helper_path, int helper_end, Stdio stdio,
   int rc = posix_spawn_file_actions_adddup2(&fa, helper_end, 3);
   if (stdio == Stdio::kNull) {
     for (int fd = 0; fd <= 2 && rc == 0; ++fd) {
-      rc = posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY,
-                                            0);
+      rc = posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0);
     }
   } else if (stdout_to_stderr && rc == 0) {
     rc = posix_spawn_file_actions_adddup2(&fa, STDERR_FILENO, STDOUT_FILENO);
