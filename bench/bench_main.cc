@@ -226,63 +226,58 @@ int wait_exit(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-// ---- the five launch methods -------------------------------------------------------------
+// ---- the launch methods -----------------------------------------------------------------
+
+// Spawns argv (which runs the stub with --stamp STAMP) and waits for it: the time from just
+// before the spawn to the stub's first instruction, or -1 if the launch failed.
+int64_t spawn_to_stamp(const std::vector<std::string>& argv, const std::string& stamp) {
+  int64_t t0 = now_ns();
+  int rc = wait_exit(spawn(argv));
+  int64_t v = read_stamp(stamp) - t0;
+  return rc == 0 ? v : -1;
+}
 
 int64_t launch_bare(const Setup& s, int i) {
   std::string stamp = s.work + "/stamp-bare-" + std::to_string(i);
-  int64_t t0 = now_ns();
-  pid_t pid = spawn({s.stub, "--stamp", stamp});
-  wait_exit(pid);
-  return read_stamp(stamp) - t0;
+  return spawn_to_stamp({s.stub, "--stamp", stamp}, stamp);
 }
 
 // Two execs and nothing else: a static program that execs the stub.
 int64_t launch_two_execs(const Setup& s, int i) {
   std::string stamp = s.work + "/stamp-exec2-" + std::to_string(i);
-  int64_t t0 = now_ns();
-  pid_t pid = spawn({s.exec_once, s.stub, "--stamp", stamp});
-  int rc = wait_exit(pid);
-  int64_t v = read_stamp(stamp) - t0;
-  return rc == 0 ? v : -1;
+  return spawn_to_stamp({s.exec_once, s.stub, "--stamp", stamp}, stamp);
 }
 
 int64_t launch_reference(const Setup& s, int i) {
   std::string stamp = s.work + "/stamp-ref-" + std::to_string(i);
   std::string dir = s.sandboxes + "/ref-" + std::to_string(i);
-  int64_t t0 = now_ns();
-  pid_t pid = spawn({s.reference_script, dir, s.images + "/vmlinux", s.images + "/rootfs.ext4",
-                     s.netns, s.stub, "--stamp", stamp});
-  int rc = wait_exit(pid);
-  int64_t v = read_stamp(stamp) - t0;
+  int64_t v = spawn_to_stamp({s.reference_script, dir, s.images + "/vmlinux",
+                              s.images + "/rootfs.ext4", s.netns, s.stub, "--stamp", stamp},
+                             stamp);
   rmdir(dir.c_str());
-  return rc == 0 ? v : -1;
+  return v;
 }
 
 int64_t launch_bwrap(const Setup& s, int i) {
   std::string stamp = s.work + "/stamp-bwrap-" + std::to_string(i);
   std::string dir = s.sandboxes + "/bwrap-" + std::to_string(i);
   mkdir(dir.c_str(), 0700);
-  int64_t t0 = now_ns();
-  pid_t pid =
-      spawn({"/usr/bin/bwrap", "--bind", "/", "/", "--tmpfs", dir, "--symlink",
-             s.images + "/vmlinux", dir + "/vmlinux", "--symlink", s.images + "/rootfs.ext4",
-             dir + "/rootfs.ext4", "--chdir", dir, "--", s.stub, "--stamp", stamp});
-  int rc = wait_exit(pid);
-  int64_t v = read_stamp(stamp) - t0;
+  int64_t v = spawn_to_stamp(
+      {"/usr/bin/bwrap", "--bind", "/", "/", "--tmpfs", dir, "--symlink", s.images + "/vmlinux",
+       dir + "/vmlinux", "--symlink", s.images + "/rootfs.ext4", dir + "/rootfs.ext4", "--chdir",
+       dir, "--", s.stub, "--stamp", stamp},
+      stamp);
   rmdir(dir.c_str());
-  return rc == 0 ? v : -1;
+  return v;
 }
 
 int64_t launch_supervisor_process(const Setup& s, int i) {
   std::string stamp = s.work + "/stamp-run-" + std::to_string(i);
   Spec spec = stub_spec(s, "run-" + std::to_string(i), {"--stamp", stamp}, false);
   std::string path = write_spec(s, spec, 10000);
-  int64_t t0 = now_ns();
-  pid_t pid = spawn({s.supervisor, "run", "--spec", path, "--helper", s.helper});
-  int rc = wait_exit(pid);
-  int64_t v = read_stamp(stamp) - t0;
+  int64_t v = spawn_to_stamp({s.supervisor, "run", "--spec", path, "--helper", s.helper}, stamp);
   unlink(path.c_str());
-  return rc == 0 ? v : -1;
+  return v;
 }
 
 int64_t launch_in_process(const Setup& s, int i) {
