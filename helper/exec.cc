@@ -12,7 +12,7 @@
 
 namespace sbx::exec {
 
-Result<UniqueFd> open_vmm(const std::string& path) {
+Result<Vmm> open_vmm(const std::string& path) {
   auto fd = paths::open_root_owned(path, O_PATH, Step::kOpenVmm);
   if (!fd.ok()) return fd.status();
   struct stat st;
@@ -22,10 +22,18 @@ Result<UniqueFd> open_vmm(const std::string& path) {
   if (syscall(SYS_faccessat2, fd.value().get(), "", X_OK, AT_EMPTY_PATH | AT_EACCESS) != 0) {
     return Status(Step::kOpenVmm, errno, path + " is not executable by the caller");
   }
-  return fd;
+  return Vmm{fd.take(), st.st_dev, st.st_ino};
 }
 
-Status exec_vmm(int vmm_fd, const protocol::LaunchRequest& request) {
+Status exec_vmm(const Vmm& vmm, const protocol::LaunchRequest& request) {
+  struct stat st;
+  if (fstat(vmm.fd.get(), &st) != 0) {
+    return Status(Step::kExecVmm, errno, "fstat the VMM fd before execveat");
+  }
+  if (!S_ISREG(st.st_mode) || st.st_dev != vmm.dev || st.st_ino != vmm.ino) {
+    return Status(Step::kExecVmm, EBADF,
+                  "the VMM fd no longer names the file checked at open_vmm (" + request.vmm + ")");
+  }
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(request.vmm.c_str()));
   for (const auto& a : request.args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -33,7 +41,7 @@ Status exec_vmm(int vmm_fd, const protocol::LaunchRequest& request) {
   std::vector<char*> envp;
   for (const auto& e : request.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  syscall(SYS_execveat, vmm_fd, "", argv.data(), envp.data(), AT_EMPTY_PATH);
+  syscall(SYS_execveat, vmm.fd.get(), "", argv.data(), envp.data(), AT_EMPTY_PATH);
   return Status(Step::kExecVmm, errno, "execveat " + request.vmm);
 }
 

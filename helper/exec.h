@@ -2,6 +2,8 @@
 // that same fd, so the file that was checked is the file that runs.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 
 #include "common/protocol.h"
@@ -10,11 +12,21 @@
 
 namespace sbx::exec {
 
+// The opened VMM and the identity of the file that was checked.
+struct Vmm {
+  UniqueFd fd;
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+
 // Opens `path` with no symlinks, every component root-owned and not group/other-writable;
 // the file must be regular and executable by the caller.
-Result<UniqueFd> open_vmm(const std::string& path);
+Result<Vmm> open_vmm(const std::string& path);
 
-// execveat(vmm_fd, "", [vmm, args...], env, AT_EMPTY_PATH). Returns only on failure.
-Status exec_vmm(int vmm_fd, const protocol::LaunchRequest& request);
+// Re-checks that vmm.fd still names the file open_vmm checked (device and inode): the fd
+// number sits in the helper's table next to fds the caller chose, so the check is made on
+// the fd itself right before it is executed. Then execveat(vmm.fd, "", [vmm, args...], env,
+// AT_EMPTY_PATH). Returns only on failure.
+Status exec_vmm(const Vmm& vmm, const protocol::LaunchRequest& request);
 
 }  // namespace sbx::exec

@@ -51,6 +51,14 @@ Status close_inherited_fds() {
   return {};
 }
 
+Status lift_above_targets(UniqueFd& fd) {
+  if (fd.get() > protocol::kMaxPassedFdTarget) return {};
+  int high = fcntl(fd.get(), F_DUPFD_CLOEXEC, protocol::kMaxPassedFdTarget + 1);
+  if (high < 0) return Status(Step::kPrepareFds, errno, "move a helper fd above the targets");
+  fd.reset(high);
+  return {};
+}
+
 Status prepare_exec_fds(std::vector<UniqueFd>& passed, const std::vector<int>& targets) {
   if (passed.size() != targets.size()) {
     return Status(Step::kPrepareFds, EINVAL, "passed fds and targets differ in number");
@@ -63,6 +71,13 @@ Status prepare_exec_fds(std::vector<UniqueFd>& passed, const std::vector<int>& t
     if (high < 0) return Status(Step::kPrepareFds, errno, "dup a passed fd");
     lifted.emplace_back(high);
     fd.reset();
+  }
+  // Whatever is left at a target number is the helper's own: never overwrite it.
+  for (int t : targets) {
+    if (fcntl(t, F_GETFD) >= 0) {
+      return Status(Step::kPrepareFds, EBUSY,
+                    "pass_fd target " + std::to_string(t) + " is an fd the helper holds");
+    }
   }
   for (size_t i = 0; i < lifted.size(); ++i) {
     if (dup2(lifted[i].get(), targets[i]) < 0) {  // dup2 leaves the target without CLOEXEC

@@ -22,8 +22,16 @@ Status check_control_socket(int fd);
 // Closes every fd above the control socket. Must run before the helper opens anything.
 Status close_inherited_fds();
 
-// Places each received fd at its target number (>= 4), then marks every other fd from 3 up
-// close-on-exec, so the VMM inherits 0-2 and the targets only.
+// Moves an fd the helper holds for itself above every number a caller may name as a passed
+// fd's target (protocol::kMaxPassedFdTarget), close-on-exec, so placing the passed fds cannot
+// overwrite it. Every fd the helper still needs, or still owns, when prepare_exec_fds runs
+// must go through this first.
+Status lift_above_targets(UniqueFd& fd);
+
+// Places each received fd at its target number (4..255), then marks every other fd from 3 up
+// close-on-exec, so the VMM inherits 0-2 and the targets only. A target number that is still
+// open when its fd is to be placed is an fd the helper holds: the request is refused (EBUSY)
+// rather than that fd overwritten.
 Status prepare_exec_fds(std::vector<UniqueFd>& passed, const std::vector<int>& targets);
 
 }  // namespace sbx::fds

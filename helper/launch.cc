@@ -207,12 +207,15 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   if (Status st = caps::drop_all(); !st.ok()) return st;
   if (Status st = caps::set_no_new_privs(); !st.ok()) return st;
   if (Status st = seccomp::install_vmm_filter(); !st.ok()) return st;
-  // 10. cwd, the exact fd set, exec from the fd checked in step 1.
+  // 10. cwd, the exact fd set, exec from the fd checked in step 1. The helper's own fds move
+  // above every number the caller may name first, so no passed fd can take their place.
   if (Status st = chdir_sandbox(dir.value().mount_fd()); !st.ok()) return st;
+  if (Status st = fds::lift_above_targets(vmm.value().fd); !st.ok()) return st;
+  if (Status st = dir.value().lift_fds(); !st.ok()) return st;
   if (Status st = fds::prepare_exec_fds(dgram.value().fds, req.pass_fd_targets); !st.ok()) {
     return st;
   }
-  return exec::exec_vmm(vmm.value().get(), req);
+  return exec::exec_vmm(vmm.value(), req);
 }
 
 // Discards what the caller sent and nobody read (the request, when the failure comes before

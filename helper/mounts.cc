@@ -7,6 +7,7 @@
 
 #include <cerrno>
 
+#include "helper/fds.h"
 #include "helper/paths.h"
 
 namespace sbx::mounts {
@@ -82,6 +83,14 @@ Status SandboxDir::mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid) {
     return Status(Step::kMountTmpfs, errno, "move_mount tmpfs onto the sandbox dir");
   }
   mount_fd_ = std::move(mnt);
+  return {};
+}
+
+Status SandboxDir::lift_fds() {
+  for (UniqueFd* fd : {&root_fd_, &dir_fd_, &mount_fd_}) {
+    if (!*fd) continue;
+    if (Status st = fds::lift_above_targets(*fd); !st.ok()) return st;
+  }
   return {};
 }
 

@@ -42,6 +42,10 @@ class SandboxDir {
 
   int mount_fd() const { return mount_fd_.get(); }
 
+  // Moves the fds this object holds above every passed-fd target number (fds::
+  // lift_above_targets), so its cleanup can never act on an fd the caller placed.
+  Status lift_fds();
+
  private:
   SandboxDir() = default;
   UniqueFd root_fd_;

@@ -1013,5 +1013,47 @@ TEST_F(AttackTest, CallerNotInTheHelpersGroup) {
       before, outcome.launched ? std::vector{args.sandbox_dir} : std::vector<std::string>{});
 }
 
+// ---------------------------------------------------------------------------------------------
+// A passed fd aimed at the number of the helper's own VMM fd. The caller asks for the
+// allowlisted VMM and passes, by SCM_RIGHTS, fds of a binary it owns, with PASS_FD targets
+// that cover the number the helper's VMM fd has (4 plus the number of passed fds), for every
+// first target from 4 to 20 and 1 to 16 fds. The allowlisted VMM must run (its /proc/PID/exe,
+// read by root while it runs, is the allowlisted binary) or the request must be refused; the
+// caller's binary never runs. Both with and without a PID namespace (where the VMM is
+// executed after the helper's one fork).
+TEST_F(AttackTest, PassedFdsCannotReplaceTheAllowlistedVmm) {
+  const HostSnapshot before;
+  const std::string own = env().install_vmm_copy("callers-own-vmm", kTestUid, 0755);
+  const std::string allowlisted = fs::canonical(env().probe()).string();
+  std::vector<std::string> sandbox_dirs;
+  int ran = 0;
+  for (int count = 1; count <= 16; ++count) {
+    for (int first = 4; first <= 20; ++first) {
+      for (bool pidns : {false, true}) {
+        SCOPED_TRACE("fds " + std::to_string(count) + ", targets from " + std::to_string(first) +
+                     (pidns ? ", PID namespace" : ""));
+        LaunchArgs args = direct_probe_args("fdswap");
+        args.pid_namespace = pidns;
+        for (int k = 0; k < count; ++k) args.pass_files.push_back({own, first + k});
+        Launch l = env().launch(args);
+        if (!l.ok()) {
+          EXPECT_EQ(json_str(l.error(), "step"), "prepare_fds") << json::serialize(l.line);
+          env().read_exit(l);
+          continue;
+        }
+        sandbox_dirs.push_back(args.sandbox_dir);
+        std::error_code ec;
+        const auto exe = fs::read_symlink("/proc/" + std::to_string(l.vmm_pid()) + "/exe", ec);
+        EXPECT_EQ(exe.string(), allowlisted) << ec.message();
+        ++ran;
+        kill(l.vmm_pid(), SIGKILL);
+        env().read_exit(l);
+      }
+    }
+  }
+  EXPECT_GT(ran, 0);
+  expect_host_unchanged(before, sandbox_dirs);
+}
+
 }  // namespace
 }  // namespace sbx::it
