@@ -188,6 +188,7 @@ Result<Message> decode_launch(std::span<const uint8_t> body, Step step) {
         if (flags & ~kKnownFlags) return bad(step, EPROTO, "unknown flag bits");
         req.pid_namespace = flags & kFlagPidNamespace;
         req.propagation_slave = flags & kFlagPropagationSlave;
+        req.files = flags & kFlagFiles;
         break;
       }
       case LaunchTag::kPassFd: {
@@ -205,6 +206,34 @@ Result<Message> decode_launch(std::span<const uint8_t> body, Step step) {
         req.pass_fd_targets.push_back(static_cast<int>(target));
         break;
       }
+      case LaunchTag::kDevice:
+      case LaunchTag::kReadOnly:
+      case LaunchTag::kReadWrite: {
+        const auto t = static_cast<LaunchTag>(tag);
+        auto& list = t == LaunchTag::kDevice     ? req.devices
+                     : t == LaunchTag::kReadOnly ? req.read_only
+                                                 : req.read_write;
+        const size_t limit = t == LaunchTag::kDevice     ? kMaxDevices
+                             : t == LaunchTag::kReadOnly ? kMaxReadOnly
+                                                         : kMaxReadWrite;
+        const char* what = t == LaunchTag::kDevice     ? "device"
+                           : t == LaunchTag::kReadOnly ? "read_only"
+                                                       : "read_write";
+        if (list.size() >= limit) {
+          return bad(step, E2BIG, "more than " + std::to_string(limit) + " " + what + " entries");
+        }
+        std::string s;
+        if (!read_string(v, &s, what, step, &st)) return st;
+        list.push_back(std::move(s));
+        break;
+      }
+      case LaunchTag::kApiSocketDir: {
+        if (req.api_socket_dir) return bad(step, EPROTO, "duplicate api_socket_dir");
+        std::string s;
+        if (!read_string(v, &s, "api_socket_dir", step, &st)) return st;
+        req.api_socket_dir = std::move(s);
+        break;
+      }
       default:
         return bad(step, EPROTO, "unknown launch tag " + std::to_string(tag));
     }
@@ -212,6 +241,10 @@ Result<Message> decode_launch(std::span<const uint8_t> body, Step step) {
   if (!seen_id) return bad(step, EPROTO, "missing id");
   if (!seen_vmm) return bad(step, EPROTO, "missing vmm");
   if (!seen_dir) return bad(step, EPROTO, "missing sandbox_dir");
+  if (!req.files && (!req.devices.empty() || !req.read_only.empty() || !req.read_write.empty() ||
+                     req.api_socket_dir)) {
+    return bad(step, EPROTO, "files entries without the files flag");
+  }
   return Message(std::move(req));
 }
 
@@ -279,6 +312,27 @@ Result<Message> decode_pid(std::span<const uint8_t> body, Step step) {
   return Message(rep);
 }
 
+Result<Message> decode_confinement(std::span<const uint8_t> body, Step step) {
+  ConfinementReport rep;
+  Reader r(body, step);
+  Status st;
+  bool seen = false;
+  while (!r.done()) {
+    uint16_t tag;
+    std::span<const uint8_t> v;
+    if (!r.next(&tag, &v)) return r.status();
+    if (static_cast<ConfinementTag>(tag) != ConfinementTag::kLandlockAbi) {
+      return bad(step, EPROTO, "unknown confinement tag " + std::to_string(tag));
+    }
+    if (seen) return bad(step, EPROTO, "duplicate landlock_abi");
+    seen = true;
+    if (!read_u32(v, &rep.landlock_abi, "landlock_abi", step, &st)) return st;
+    if (rep.landlock_abi > 255) return bad(step, EPROTO, "landlock_abi out of range");
+  }
+  if (!seen) return bad(step, EPROTO, "missing landlock_abi");
+  return Message(rep);
+}
+
 }  // namespace
 
 Result<std::vector<uint8_t>> encode(const LaunchRequest& req) {
@@ -296,6 +350,13 @@ Result<std::vector<uint8_t>> encode(const LaunchRequest& req) {
   if (req.env.size() > kMaxEnv) return too_big("env count");
   if (req.links.size() > kMaxLinks) return too_big("links count");
   if (req.pass_fd_targets.size() > kMaxPassedFds) return too_big("pass_fd count");
+  if (req.devices.size() > kMaxDevices) return too_big("files.devices count");
+  if (req.read_only.size() > kMaxReadOnly) return too_big("files.read_only count");
+  if (req.read_write.size() > kMaxReadWrite) return too_big("files.read_write count");
+  if (!req.files && (!req.devices.empty() || !req.read_only.empty() || !req.read_write.empty() ||
+                     req.api_socket_dir)) {
+    return Status(Step::kValidateRequest, EINVAL, "files entries without the files flag");
+  }
   Writer w(MessageType::kLaunch);
   w.string(static_cast<uint16_t>(LaunchTag::kId), req.id);
   w.string(static_cast<uint16_t>(LaunchTag::kVmm), req.vmm);
@@ -317,8 +378,23 @@ Result<std::vector<uint8_t>> encode(const LaunchRequest& req) {
     v.insert(v.end(), l.target.begin(), l.target.end());
     w.field(static_cast<uint16_t>(LaunchTag::kLink), v);
   }
+  const std::pair<LaunchTag, const std::vector<std::string>*> lists[] = {
+      {LaunchTag::kDevice, &req.devices},
+      {LaunchTag::kReadOnly, &req.read_only},
+      {LaunchTag::kReadWrite, &req.read_write}};
+  for (const auto& [tag, list] : lists) {
+    for (const auto& entry : *list) {
+      if (!check(entry)) return too_big("a files entry");
+      w.string(static_cast<uint16_t>(tag), entry);
+    }
+  }
+  if (req.api_socket_dir) {
+    if (!check(*req.api_socket_dir)) return too_big("api_socket_dir");
+    w.string(static_cast<uint16_t>(LaunchTag::kApiSocketDir), *req.api_socket_dir);
+  }
   uint32_t flags = (req.pid_namespace ? kFlagPidNamespace : 0) |
-                   (req.propagation_slave ? kFlagPropagationSlave : 0);
+                   (req.propagation_slave ? kFlagPropagationSlave : 0) |
+                   (req.files ? kFlagFiles : 0);
   if (flags != 0) w.u32(static_cast<uint16_t>(LaunchTag::kFlags), flags);
   for (int t : req.pass_fd_targets) w.u32(static_cast<uint16_t>(LaunchTag::kPassFd), t);
   auto out = w.finish();
@@ -345,6 +421,12 @@ std::vector<uint8_t> encode(const PidReport& rep) {
   return w.finish();
 }
 
+std::vector<uint8_t> encode(const ConfinementReport& rep) {
+  Writer w(MessageType::kConfinement);
+  w.u32(static_cast<uint16_t>(ConfinementTag::kLandlockAbi), rep.landlock_abi);
+  return w.finish();
+}
+
 Result<Message> decode(std::span<const uint8_t> bytes, Step step) {
   if (bytes.size() > kMaxMessageSize) return bad(step, EMSGSIZE, "message over 64 KiB");
   if (bytes.size() < kHeaderSize) return bad(step, EPROTO, "truncated header");
@@ -361,6 +443,8 @@ Result<Message> decode(std::span<const uint8_t> bytes, Step step) {
       return decode_error(body, step);
     case MessageType::kPidReport:
       return decode_pid(body, step);
+    case MessageType::kConfinement:
+      return decode_confinement(body, step);
   }
   return bad(step, EPROTO, "unknown message type " + std::to_string(type));
 }

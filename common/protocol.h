@@ -29,14 +29,18 @@ inline constexpr size_t kMaxArgs = 64;
 inline constexpr size_t kMaxEnv = 64;
 inline constexpr size_t kMaxLinks = 16;
 inline constexpr size_t kMaxPassedFds = 16;
+inline constexpr size_t kMaxDevices = 16;
+inline constexpr size_t kMaxReadOnly = 32;
+inline constexpr size_t kMaxReadWrite = 16;
 // Passed fds land at these numbers in the VMM; 0-2 are stdio, 3 is the control socket.
 inline constexpr int kMinPassedFdTarget = 4;
 inline constexpr int kMaxPassedFdTarget = 255;
 
 enum class MessageType : uint16_t {
-  kLaunch = 1,     // supervisor -> helper
-  kError = 2,      // helper -> supervisor, then the helper exits
-  kPidReport = 3,  // helper -> supervisor, PID-namespace launches only
+  kLaunch = 1,       // supervisor -> helper
+  kError = 2,        // helper -> supervisor, then the helper exits
+  kPidReport = 3,    // helper -> supervisor, PID-namespace launches only
+  kConfinement = 4,  // helper -> supervisor, just before exec: the layers applied
 };
 
 enum class LaunchTag : uint16_t {
@@ -49,14 +53,22 @@ enum class LaunchTag : uint16_t {
   kLink = 7,
   kFlags = 8,
   kPassFd = 9,
+  kDevice = 10,        // files.devices
+  kReadOnly = 11,      // files.read_only
+  kReadWrite = 12,     // files.read_write
+  kApiSocketDir = 13,  // the directory of the VMM's API socket (with files)
 };
 
 enum class ErrorTag : uint16_t { kStep = 1, kErrno = 2, kDetail = 3 };
 enum class PidTag : uint16_t { kPid = 1 };
+enum class ConfinementTag : uint16_t { kLandlockAbi = 1 };
 
 inline constexpr uint32_t kFlagPidNamespace = 1u << 0;
 inline constexpr uint32_t kFlagPropagationSlave = 1u << 1;
-inline constexpr uint32_t kKnownFlags = kFlagPidNamespace | kFlagPropagationSlave;
+// The request declares `files` (possibly all empty): the VMM gets filesystem access only to
+// them, the sandbox dir, the images and the API socket's directory.
+inline constexpr uint32_t kFlagFiles = 1u << 2;
+inline constexpr uint32_t kKnownFlags = kFlagPidNamespace | kFlagPropagationSlave | kFlagFiles;
 
 struct Link {
   std::string name;    // a single path component inside the sandbox dir
@@ -76,6 +88,12 @@ struct LaunchRequest {
   bool propagation_slave = false;
   // Target fd numbers for the fds sent with the message (SCM_RIGHTS), in the same order.
   std::vector<int> pass_fd_targets;
+  // `files`: what the VMM may use beyond the sandbox dir, the images and the API socket's dir.
+  bool files = false;
+  std::vector<std::string> devices;     // character devices directly under /dev
+  std::vector<std::string> read_only;   // root-owned paths the policy lists
+  std::vector<std::string> read_write;  // caller-owned dirs directly under a sandbox root
+  std::optional<std::string> api_socket_dir;
   bool operator==(const LaunchRequest&) const = default;
 };
 
@@ -91,13 +109,19 @@ struct PidReport {
   bool operator==(const PidReport&) const = default;
 };
 
-using Message = std::variant<LaunchRequest, ErrorReport, PidReport>;
+struct ConfinementReport {
+  uint32_t landlock_abi = 0;  // the Landlock ABI the layer was built for; 0: no layer
+  bool operator==(const ConfinementReport&) const = default;
+};
+
+using Message = std::variant<LaunchRequest, ErrorReport, PidReport, ConfinementReport>;
 
 // Encoding fails (Step::kReadRequest is not used here: kValidateRequest) when a field is over
 // a limit, so a request the helper would refuse is never sent.
 Result<std::vector<uint8_t>> encode(const LaunchRequest& request);
 std::vector<uint8_t> encode(const ErrorReport& report);  // detail is truncated to the limit
 std::vector<uint8_t> encode(const PidReport& report);
+std::vector<uint8_t> encode(const ConfinementReport& report);
 
 // Decodes one whole datagram. Refuses: short or oversize input, bad magic, unknown version or
 // type, nonzero reserved bits, length mismatch, unknown tags, duplicate single-valued tags,

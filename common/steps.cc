@@ -6,7 +6,7 @@
 namespace sbx {
 namespace {
 
-constexpr std::array<std::pair<Step, std::string_view>, 25> kStepNames = {{
+constexpr std::array<std::pair<Step, std::string_view>, 26> kStepNames = {{
     {Step::kCheckInvocation, "check_invocation"},
     {Step::kReadRequest, "read_request"},
     {Step::kLoadPolicy, "load_policy"},
@@ -32,6 +32,7 @@ constexpr std::array<std::pair<Step, std::string_view>, 25> kStepNames = {{
     {Step::kPrepareFds, "prepare_fds"},
     {Step::kExecVmm, "exec_vmm"},
     {Step::kWriteAudit, "write_audit"},
+    {Step::kLandlock, "landlock"},
 }};
 
 }  // namespace

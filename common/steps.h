@@ -35,10 +35,11 @@ enum class Step : uint16_t {
   kPrepareFds = 23,         // passed fds placed, every other fd close-on-exec
   kExecVmm = 24,            // execveat of the fd from kOpenVmm
   kWriteAudit = 25,         // the launch's audit records (fatal only with `audit = required`)
+  kLandlock = 26,           // the Landlock layer: planned before any mount, applied before exec
 };
 
 inline constexpr Step kFirstStep = Step::kCheckInvocation;
-inline constexpr Step kLastStep = Step::kWriteAudit;
+inline constexpr Step kLastStep = Step::kLandlock;
 
 // The step's stable name, as printed in errors, events and audit records.
 std::string_view step_name(Step step);

@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "helper/seccomp.h"
+
 namespace sbx::audit {
 namespace {
 
@@ -140,7 +142,7 @@ std::string encode_field(std::string_view name, std::string_view value, size_t m
 }
 
 std::vector<Record> records_for(const protocol::LaunchRequest* request, const Status& outcome,
-                                pid_t vm_pid) {
+                                pid_t vm_pid, int landlock_abi) {
   std::vector<Record> out;
   const std::string res = result_text(outcome);
   const std::string vm = request ? encode_field("vm", request->id, kMaxNameBytes) : "vm=?";
@@ -167,6 +169,9 @@ std::vector<Record> records_for(const protocol::LaunchRequest* request, const St
   if (!outcome.ok()) control += " reason=" + std::string(step_name(outcome.step()));
   control += " " + vm + " vm-pid=" + std::to_string(outcome.ok() ? vm_pid : -1);
   control += " " + (request ? encode_field("exe", request->vmm, kMaxPathBytes) : "exe=?");
+  control +=
+      " landlock-abi=" + (landlock_abi < 0 ? std::string("?") : std::to_string(landlock_abi));
+  control += " seccomp-sha256=" + std::string(seccomp::filter_digest());
   out.push_back({AUDIT_VIRT_CONTROL, control + " " + res});
   return out;
 }

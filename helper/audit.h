@@ -34,9 +34,11 @@ std::string encode_field(std::string_view name, std::string_view value, size_t m
 
 // The record set for one request: `request` is null when none was decoded (a failure at
 // load_policy or read_request). `outcome` is ok on the way to exec, else the failure;
-// `vm_pid` is reported on success only (failures report -1).
+// `vm_pid` is reported on success only (failures report -1). The control record names the
+// confinement: `landlock-abi` (the ABI of the Landlock layer, 0 for none, ? when not yet
+// decided: pass -1) and `seccomp-sha256` (the digest of the VMM's syscall filter).
 std::vector<Record> records_for(const protocol::LaunchRequest* request, const Status& outcome,
-                                pid_t vm_pid);
+                                pid_t vm_pid, int landlock_abi = -1);
 
 // The records as syslog lines (facility LOG_AUTHPRIV) with the fields the kernel would have
 // stamped. Opens and closes the syslog socket, so none is left for the VMM.

@@ -2,7 +2,9 @@
 // seccomp_rules.h and writes the BPF program as a C++ array, which the helper loads with one
 // seccomp(2) call. The helper so neither links libseccomp nor spends its launch compiling the
 // filter (about half a millisecond, measured by bench/).
-//   sbx-gen-seccomp-filter OUTPUT.inc
+//   sbx-gen-seccomp-filter OUTPUT.inc OUTPUT.bpf
+// OUTPUT.bpf holds the same program as raw bytes; the build hashes it (seccomp_digest.cmake)
+// into the digest that the audit record of every launch carries.
 #include <seccomp.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -22,11 +24,22 @@ int fail(const std::string& what, int err) {
   return 1;
 }
 
+// Writes `data` to PATH.tmp, then renames it to PATH.
+int write_atomically(const std::string& path, const std::string& data) {
+  std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) return fail("open " + tmp, errno);
+  bool ok = std::fwrite(data.data(), 1, data.size(), f) == data.size();
+  if (std::fclose(f) != 0 || !ok) return fail("write " + tmp, errno);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename to " + path, errno);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: sbx-gen-seccomp-filter OUTPUT.inc\n");
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: sbx-gen-seccomp-filter OUTPUT.inc OUTPUT.bpf\n");
     return 2;
   }
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
@@ -37,6 +50,13 @@ int main(int argc, char** argv) {
     if (nr < 0) continue;  // not a syscall on this architecture
     if (int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0); rc != 0) {
       return fail("deny " + n, -rc);
+    }
+  }
+  for (unsigned long option : sbx::seccomp::kDeniedPrctlOptions) {
+    if (int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 1,
+                                  SCMP_A0(SCMP_CMP_EQ, option, 0));
+        rc != 0) {
+      return fail("deny prctl option " + std::to_string(option), -rc);
     }
   }
   for (unsigned long flag : sbx::seccomp::kNamespaceCloneFlags) {
@@ -74,14 +94,6 @@ int main(int argc, char** argv) {
                   k);
     out += line;
   }
-  std::string tmp = argv[1];
-  tmp += ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (f == nullptr) return fail("open " + tmp, errno);
-  bool ok = std::fwrite(out.data(), 1, out.size(), f) == out.size();
-  if (std::fclose(f) != 0 || !ok) return fail("write " + tmp, errno);
-  if (std::rename(tmp.c_str(), argv[1]) != 0) {
-    return fail("rename to " + std::string(argv[1]), errno);
-  }
-  return 0;
+  if (int rc = write_atomically(argv[2], std::string(bpf.begin(), bpf.end())); rc != 0) return rc;
+  return write_atomically(argv[1], out);
 }

@@ -21,6 +21,7 @@
 #include "helper/caps.h"
 #include "helper/exec.h"
 #include "helper/fds.h"
+#include "helper/landlock.h"
 #include "helper/mounts.h"
 #include "helper/netns.h"
 #include "helper/policy.h"
@@ -116,6 +117,40 @@ Status unshare_namespaces(bool pid_namespace) {
   return {};
 }
 
+// The Landlock layer, last before exec. With `files` the VMM may use only: its own binary,
+// the sandbox dir, the API socket's dir and files.read_write (read-write, no exec), the images
+// (rootfs.ext4 read-write, the others read-only), files.read_only (read, exec for the dynamic
+// loader), files.devices (with ioctls), the basic /dev nodes and /proc. The supervisor learns
+// the ABI applied from the CONFINEMENT message.
+Status apply_landlock(int abi, const protocol::LaunchRequest& req, validate::OpenedFiles& files,
+                      int vmm_fd, int sandbox_fd) {
+  std::vector<landlock::Rule> rules;
+  if (req.files) {
+    for (auto [fd, access] : {std::pair{vmm_fd, landlock::kVmmBinary},
+                              std::pair{sandbox_fd, landlock::kReadWriteDir}}) {
+      UniqueFd dup(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+      if (!dup) return Status(Step::kLandlock, errno, "dup an fd for its rule");
+      rules.push_back({std::move(dup), access});
+    }
+    auto add = [&rules](std::vector<UniqueFd>& fds, uint64_t access) {
+      for (auto& fd : fds) rules.push_back({std::move(fd), access});
+      fds.clear();
+    };
+    add(files.read_write, landlock::kReadWriteDir);
+    add(files.read_only, landlock::kReadOnlyTree);
+    add(files.devices, landlock::kDevice);
+    add(files.images_ro, landlock::kImageReadOnly);
+    add(files.images_rw, landlock::kImageReadWrite);
+    if (files.api_socket_dir) {
+      rules.push_back({std::move(files.api_socket_dir), landlock::kReadWriteDir});
+    }
+    if (Status st = landlock::add_runtime_paths(rules); !st.ok()) return st;
+  }
+  if (Status st = landlock::apply(abi, req.files, rules); !st.ok()) return st;
+  auto bytes = protocol::encode(protocol::ConfinementReport{static_cast<uint32_t>(abi)});
+  return protocol::send_datagram(fds::kControlFd, bytes, {}, Step::kLandlock);
+}
+
 Status chdir_sandbox(int dir_fd) {
   if (fchdir(dir_fd) != 0) return Status(Step::kChdirSandbox, errno, "fchdir to the sandbox dir");
   return {};
@@ -127,8 +162,8 @@ Status chdir_sandbox(int dir_fd) {
 // audit trail. The record therefore says the launch passed every step up to the drop; a
 // failure after it is recorded through syslog only (docs/audit.md). The socket is closed here.
 Status record_launch(audit::Trail& trail, const protocol::LaunchRequest& req, pid_t vm_pid,
-                     policy::AuditMode mode) {
-  auto records = audit::records_for(&req, {}, vm_pid);
+                     policy::AuditMode mode, int landlock_abi) {
+  auto records = audit::records_for(&req, {}, vm_pid, landlock_abi);
   Status sent = trail.send(records);
   trail.close();
   if (sent.ok()) return {};
@@ -165,6 +200,10 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   if (!place.ok()) return place.status();
   auto vmm = exec::open_vmm(req.vmm);
   if (!vmm.ok()) return vmm.status();
+  auto files = validate::open_files(req, policy.value(), {caller.uid, caller.gid});
+  if (!files.ok()) return files.status();
+  auto landlock_abi = landlock::plan(policy.value().landlock, landlock::kernel_abi());
+  if (!landlock_abi.ok()) return landlock_abi.status();
   // 2. The VMM leads its own session and process group: the supervisor signals -pid.
   if (Status st = set_sid(); !st.ok()) return st;
   // 3. The VMM dies with the supervisor.
@@ -201,12 +240,20 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   // 8. The links, relative to the tmpfs fd.
   if (Status st = dir.value().create_links(req.links); !st.ok()) return st;
   // 9. Limits; the audit record while CAP_AUDIT_WRITE is held; then privilege goes:
-  // capabilities, no_new_privs, the syscall filter.
+  // capabilities, no_new_privs, the syscall filter, and the Landlock layer inside it.
   if (Status st = set_rlimits(policy.value()); !st.ok()) return st;
-  if (Status st = record_launch(trail, req, vm_pid, policy.value().audit); !st.ok()) return st;
+  if (Status st = record_launch(trail, req, vm_pid, policy.value().audit, landlock_abi.value());
+      !st.ok()) {
+    return st;
+  }
   if (Status st = caps::drop_all(); !st.ok()) return st;
   if (Status st = caps::set_no_new_privs(); !st.ok()) return st;
   if (Status st = seccomp::install_vmm_filter(); !st.ok()) return st;
+  if (Status st = apply_landlock(landlock_abi.value(), req, files.value(), vmm.value().fd.get(),
+                                 dir.value().mount_fd());
+      !st.ok()) {
+    return st;
+  }
   // 10. cwd, the exact fd set, exec from the fd checked in step 1. The helper's own fds move
   // above every number the caller may name first, so no passed fd can take their place.
   if (Status st = chdir_sandbox(dir.value().mount_fd()); !st.ok()) return st;
@@ -256,7 +303,7 @@ void run(const std::string& policy_path, pid_t parent_at_entry) {
   // launch_sequence returns only on failure, after its locals have undone what they can. The
   // refusal is recorded whatever the policy's audit mode: it changes nothing about the outcome.
   Status st = launch_sequence(policy_path, caller, trail, seen);
-  trail.write(audit::records_for(seen ? &*seen : nullptr, st, -1));
+  trail.write(audit::records_for(seen ? &*seen : nullptr, st, -1, -1));
   fail(st);
 }
 

@@ -76,7 +76,8 @@ Status SandboxDir::mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid) {
   if (fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
     return Status(Step::kMountTmpfs, errno, "create tmpfs");
   }
-  UniqueFd mnt(fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV));
+  UniqueFd mnt(
+      fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
   if (!mnt) return Status(Step::kMountTmpfs, errno, "fsmount tmpfs");
   if (move_mount(mnt.get(), "", dir_fd_.get(), "",
                  MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {

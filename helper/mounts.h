@@ -33,7 +33,7 @@ class SandboxDir {
   // quietly; the dir is then the caller's to remove (docs/protocol.md).
   ~SandboxDir();
 
-  // Mounts a tmpfs (nosuid, nodev, mode 0700, uid/gid, size cap) on the dir through its fd,
+  // Mounts a tmpfs (nosuid, nodev, noexec, mode 0700, uid/gid, size cap) on the dir through its fd,
   // so a path swap cannot move the mount elsewhere. Keeps the mount's fd.
   Status mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid);
 

@@ -67,7 +67,8 @@ std::string expand_uid(std::string_view glob, uid_t uid) {
 
 Result<Policy> parse(std::string_view text, std::string_view filename) {
   Policy p;
-  bool seen_tmpfs = false, seen_nofile = false, seen_root = false, seen_audit = false;
+  bool seen_tmpfs = false, seen_nofile = false, seen_root = false, seen_audit = false,
+       seen_landlock = false;
   size_t line_no = 0;
   auto fail = [&](const std::string& why) {
     return Status(Step::kLoadPolicy, EINVAL,
@@ -144,6 +145,25 @@ Result<Policy> parse(std::string_view text, std::string_view filename) {
       } else if (value != "best_effort") {
         why = "audit must be required or best_effort";
       }
+    } else if (key == "device") {
+      std::string_view rest;
+      if (!path_relative_to("/dev", value, &rest) || rest.empty()) {
+        why = "device " + std::string(value) + " is not under /dev";
+      } else {
+        why = add_path(p.devices);
+      }
+    } else if (key == "read_only") {
+      why = add_path(p.read_only);
+    } else if (key == "landlock") {
+      if (seen_landlock) return fail("landlock given twice");
+      seen_landlock = true;
+      if (value == "required") {
+        p.landlock = LandlockMode::kRequired;
+      } else if (value == "off") {
+        p.landlock = LandlockMode::kOff;
+      } else if (value != "best_effort") {
+        why = "landlock must be required, best_effort or off";
+      }
     } else {
       why = "unknown key '" + std::string(key) + "'";
     }
@@ -197,6 +217,13 @@ std::string format(const Policy& p) {
   if (p.rlimit_nofile) out += "rlimit_nofile = " + std::to_string(*p.rlimit_nofile) + "\n";
   out += std::string("allow_root_vmm = ") + (p.allow_root_vmm ? "true" : "false") + "\n";
   out += std::string("audit = ") + (p.audit == AuditMode::kRequired ? "required" : "best_effort") +
+         "\n";
+  for (const auto& v : p.devices) out += "device = " + v + "\n";
+  for (const auto& v : p.read_only) out += "read_only = " + v + "\n";
+  out += std::string("landlock = ") +
+         (p.landlock == LandlockMode::kRequired ? "required"
+          : p.landlock == LandlockMode::kOff    ? "off"
+                                                : "best_effort") +
          "\n";
   return out;
 }

@@ -21,6 +21,13 @@ enum class AuditMode {
   kRequired,    // no: refused at step write_audit
 };
 
+// Whether the helper applies a Landlock layer before exec (docs/policy.md).
+enum class LandlockMode {
+  kBestEffort,  // what the kernel supports, down to none (the default)
+  kRequired,    // refuse a launch on a kernel without the ABI the layer needs
+  kOff,         // never
+};
+
 struct Policy {
   std::vector<std::string> vmms;           // absolute paths the helper may execute
   std::vector<std::string> sandbox_roots;  // a sandbox dir is a direct child of one of these
@@ -30,6 +37,9 @@ struct Policy {
   std::optional<uint64_t> rlimit_nofile;
   bool allow_root_vmm = false;
   AuditMode audit = AuditMode::kBestEffort;
+  std::vector<std::string> devices;    // character devices under /dev a VMM may be given
+  std::vector<std::string> read_only;  // root-owned paths a VMM may be given read-only
+  LandlockMode landlock = LandlockMode::kBestEffort;
 };
 
 inline constexpr size_t kMaxPolicyBytes = 64 * 1024;

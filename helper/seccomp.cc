@@ -19,10 +19,18 @@ const sock_filter kVmmFilter[] = {
 #include "vmm_seccomp_filter.inc"
 };
 
+constexpr char kDigest[] =
+#include "vmm_seccomp_digest.inc"
+    ;
+
 }  // namespace
 
 std::span<const std::string_view> denied_syscalls() {
   return kDenied;
+}
+
+std::string_view filter_digest() {
+  return kDigest;
 }
 
 Status install_vmm_filter() {

@@ -16,8 +16,8 @@ Status refuse(int err, std::string why) {
   return Status(Step::kValidateRequest, err, std::move(why));
 }
 
-Status check_link_target(const std::string& name, const std::string& target,
-                         const policy::Policy& policy) {
+Result<UniqueFd> open_link_target(const std::string& name, const std::string& target,
+                                  const policy::Policy& policy) {
   if (std::string why = check_absolute_path(target); !why.empty()) {
     return refuse(EINVAL, "link " + name + " target " + why);
   }
@@ -35,9 +35,86 @@ Status check_link_target(const std::string& name, const std::string& target,
     struct stat st;
     if (fstat(fd.get(), &st) != 0) return refuse(errno, "fstat " + target);
     if (!S_ISREG(st.st_mode)) return refuse(EINVAL, "link " + name + " target is not a file");
-    return {};
+    return fd;
   }
   return refuse(EPERM, "link " + name + " target " + target + " is outside every image_root");
+}
+
+Status check_link_target(const std::string& name, const std::string& target,
+                         const policy::Policy& policy) {
+  auto fd = open_link_target(name, target, policy);
+  return fd.ok() ? Status() : fd.status();
+}
+
+// A character device the policy lists, beneath /dev, reached from /dev with no symlink.
+Result<UniqueFd> open_device(const std::string& path, const policy::Policy& policy) {
+  const std::string what = "files.devices entry " + path;
+  if (std::string why = check_absolute_path(path); !why.empty())
+    return refuse(EINVAL, what + " " + why);
+  std::string_view rest;
+  if (!path_relative_to("/dev", path, &rest) || rest.empty()) {
+    return refuse(EPERM, what + " is not under /dev");
+  }
+  bool listed = false;
+  for (const auto& d : policy.devices) listed |= d == path;
+  if (!listed) return refuse(EPERM, what + " is not a device the policy allows");
+  UniqueFd dev(paths::open_no_symlinks(AT_FDCWD, "/dev", O_PATH | O_DIRECTORY, false));
+  if (!dev) return refuse(errno, "open /dev");
+  UniqueFd fd(paths::open_no_symlinks(dev.get(), rest, O_PATH, true));
+  if (!fd) {
+    int err = errno;
+    return refuse(err, what + (err == ELOOP ? " goes through a symlink" : " cannot be opened"));
+  }
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return refuse(errno, "fstat " + path);
+  if (!S_ISCHR(st.st_mode)) return refuse(ENODEV, what + " is not a character device");
+  return fd;
+}
+
+// A path in or beneath a policy read_only entry, every component root-owned and not
+// group/other-writable (the policy file's own trust check), no symlink anywhere.
+Result<UniqueFd> open_read_only(const std::string& path, const policy::Policy& policy) {
+  const std::string what = "files.read_only entry " + path;
+  if (std::string why = check_absolute_path(path); !why.empty() || path == "/") {
+    return refuse(EINVAL, what + " " + (why.empty() ? "is /" : why));
+  }
+  bool listed = false;
+  std::string_view rest;
+  for (const auto& r : policy.read_only) listed |= path_relative_to(r, path, &rest);
+  if (!listed) return refuse(EPERM, what + " is not in or beneath a policy read_only path");
+  auto fd = paths::open_root_owned(path, O_PATH, Step::kValidateRequest);
+  if (!fd.ok()) {
+    return refuse(fd.status().err(), what + ": " + fd.status().detail());
+  }
+  return fd;
+}
+
+// A caller-owned directory that is a direct child of a sandbox root (never a root itself),
+// reached with no symlink.
+Result<UniqueFd> open_caller_dir(const std::string& field, const std::string& path,
+                                 const policy::Policy& policy, const Caller& caller) {
+  const std::string what = field + " " + path;
+  if (std::string why = check_absolute_path(path); !why.empty() || path == "/") {
+    return refuse(EINVAL, what + " " + (why.empty() ? "is /" : why));
+  }
+  const std::string* root = nullptr;
+  for (const auto& r : policy.sandbox_roots) {
+    if (path == r) return refuse(EPERM, what + " is a sandbox root itself");
+    if (path_dirname(path) == r) root = &r;
+  }
+  if (root == nullptr) return refuse(EPERM, what + " is not a direct child of any sandbox_root");
+  UniqueFd root_fd(paths::open_no_symlinks(AT_FDCWD, *root, O_PATH | O_DIRECTORY, false));
+  if (!root_fd) return refuse(errno, "open sandbox root " + *root);
+  UniqueFd fd(paths::open_no_symlinks(root_fd.get(), path_basename(path), O_PATH, true));
+  if (!fd) {
+    int err = errno;
+    return refuse(err, what + (err == ELOOP ? " is a symlink" : " cannot be opened"));
+  }
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return refuse(errno, "fstat " + path);
+  if (!S_ISDIR(st.st_mode)) return refuse(ENOTDIR, what + " is not a directory");
+  if (st.st_uid != caller.uid) return refuse(EPERM, what + " is not owned by the caller");
+  return fd;
 }
 
 }  // namespace
@@ -108,6 +185,38 @@ Result<SandboxPlace> check_request(const protocol::LaunchRequest& req, const pol
                               " fds but names " + std::to_string(req.pass_fd_targets.size()));
   }
   return place;
+}
+
+Result<OpenedFiles> open_files(const protocol::LaunchRequest& req, const policy::Policy& policy,
+                               const Caller& caller) {
+  OpenedFiles out;
+  if (!req.files) return out;
+  for (const auto& path : req.devices) {
+    auto fd = open_device(path, policy);
+    if (!fd.ok()) return fd.status();
+    out.devices.push_back(fd.take());
+  }
+  for (const auto& path : req.read_only) {
+    auto fd = open_read_only(path, policy);
+    if (!fd.ok()) return fd.status();
+    out.read_only.push_back(fd.take());
+  }
+  for (const auto& path : req.read_write) {
+    auto fd = open_caller_dir("files.read_write entry", path, policy, caller);
+    if (!fd.ok()) return fd.status();
+    out.read_write.push_back(fd.take());
+  }
+  if (req.api_socket_dir) {
+    auto fd = open_caller_dir("the API socket's directory", *req.api_socket_dir, policy, caller);
+    if (!fd.ok()) return fd.status();
+    out.api_socket_dir = fd.take();
+  }
+  for (const auto& link : req.links) {
+    auto fd = open_link_target(link.name, link.target, policy);
+    if (!fd.ok()) return fd.status();
+    (link.name == "rootfs.ext4" ? out.images_rw : out.images_ro).push_back(fd.take());
+  }
+  return out;
 }
 
 }  // namespace sbx::validate

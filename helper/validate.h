@@ -5,9 +5,11 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 #include "common/protocol.h"
 #include "common/status.h"
+#include "common/unique_fd.h"
 #include "helper/policy.h"
 
 namespace sbx::validate {
@@ -29,5 +31,24 @@ struct SandboxPlace {
 Result<SandboxPlace> check_request(const protocol::LaunchRequest& request,
                                    const policy::Policy& policy, const Caller& caller,
                                    size_t received_fds);
+
+// The request's `files`, each opened (O_PATH, no symlinks) and checked, in request order, so
+// the rules and binds made from them later name exactly what was checked here.
+struct OpenedFiles {
+  std::vector<UniqueFd> devices;     // character devices beneath /dev that the policy lists
+  std::vector<UniqueFd> read_only;   // in or beneath a policy read_only entry, root-owned chain
+  std::vector<UniqueFd> read_write;  // caller-owned dirs directly under a sandbox root
+  UniqueFd api_socket_dir;           // checked like a read_write entry
+  std::vector<UniqueFd> images_ro;   // link targets other than rootfs.ext4
+  std::vector<UniqueFd> images_rw;   // the rootfs.ext4 link's target
+};
+
+// Opens and checks everything the request's `files` names (nothing when it has none). Refusals
+// are at validate_request and name the entry: not in the policy (EPERM), not a character
+// device (ENODEV), outside /dev or not a direct child of a sandbox root (EPERM), a sandbox
+// root itself (EPERM), a symlink on the way (ELOOP), not root-owned or group/other-writable
+// (EPERM), not owned by the caller (EPERM), not a directory (ENOTDIR). Call after check_request.
+Result<OpenedFiles> open_files(const protocol::LaunchRequest& request, const policy::Policy& policy,
+                               const Caller& caller);
 
 }  // namespace sbx::validate

@@ -50,9 +50,14 @@ void EventWriter::write_line(const std::string& line) {
   }
 }
 
-void EventWriter::started(const std::string& id, pid_t pid, pid_t pgid, int64_t t_ms) {
-  write_line(json::serialize(json::object{
-      {"event", "started"}, {"id", id}, {"pid", pid}, {"pgid", pgid}, {"t_ms", t_ms}}));
+void EventWriter::started(const std::string& id, pid_t pid, pid_t pgid, int64_t t_ms,
+                          uint32_t landlock_abi) {
+  write_line(json::serialize(json::object{{"event", "started"},
+                                          {"id", id},
+                                          {"pid", pid},
+                                          {"pgid", pgid},
+                                          {"t_ms", t_ms},
+                                          {"landlock_abi", landlock_abi}}));
 }
 
 void EventWriter::ready(const std::string& id, int64_t t_ms) {

@@ -30,7 +30,8 @@ std::string outcome_name(OutcomeKind kind);
 class EventWriter {
  public:
   explicit EventWriter(int fd) : fd_(fd) {}
-  void started(const std::string& id, pid_t pid, pid_t pgid, int64_t t_ms);
+  // `landlock_abi`: the ABI of the Landlock layer the VMM runs under (0: none).
+  void started(const std::string& id, pid_t pid, pid_t pgid, int64_t t_ms, uint32_t landlock_abi);
   void ready(const std::string& id, int64_t t_ms);
   void stopping(const std::string& id, const std::string& why, const std::string& step,
                 int64_t t_ms);

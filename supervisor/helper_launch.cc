@@ -112,7 +112,7 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
       !st.ok()) {
     send_failed = failure("control_socket", st.err(), "send LAUNCH: " + st.detail());
   }
-  bool pid_namespace_child = false;
+  bool pid_namespace_child = false, confinement_seen = false;
   while (!out.failure) {
     auto d = protocol::receive_datagram(ours.get(), reply_timeout_ms, 0, Step::kReadRequest);
     if (!d.ok()) {
@@ -141,6 +141,13 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
       out.pidfd.reset(pidfd_open(p->pid));
       if (!out.pidfd) out.failure = failure("control_socket", errno, "pidfd_open of the VMM");
       pid_namespace_child = true;
+    } else if (auto* c = std::get_if<protocol::ConfinementReport>(&msg.value())) {
+      if (confinement_seen) {
+        out.failure = failure("control_socket", EPROTO, "a second confinement report");
+        break;
+      }
+      confinement_seen = true;
+      out.landlock_abi = c->landlock_abi;
     } else {
       out.failure = failure("control_socket", EPROTO, "unexpected message from the helper");
     }

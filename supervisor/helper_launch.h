@@ -23,8 +23,9 @@ struct SetupFailure {
 };
 
 struct Launched {
-  pid_t vmm_pid = -1;  // == pgid; the helper's pid, or the PID-namespace init's
-  UniqueFd pidfd;      // pidfd of vmm_pid, opened before the child can be reaped
+  pid_t vmm_pid = -1;         // == pgid; the helper's pid, or the PID-namespace init's
+  UniqueFd pidfd;             // pidfd of vmm_pid, opened before the child can be reaped
+  uint32_t landlock_abi = 0;  // the Landlock layer the helper applied (0: none)
   std::optional<SetupFailure> failure;
 };
 

@@ -1,12 +1,14 @@
 // sbx-supervisor: the unprivileged per-VM monitor. `run` launches one sandbox through
 // sbx-nsexec and supervises it; `check` validates a spec and prints what would run.
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -139,6 +141,18 @@ int check(const Spec& spec) {
                           {"links", links},
                           {"netns", spec.netns ? boost::json::value(*spec.netns) : nullptr},
                           {"pid_namespace", spec.pid_namespace}};
+  if (req.files) {
+    auto list = [](const std::vector<std::string>& v) {
+      boost::json::array a;
+      for (const auto& e : v) a.emplace_back(e);
+      return a;
+    };
+    out["files"] = boost::json::object{{"devices", list(req.devices)},
+                                       {"read_only", list(req.read_only)},
+                                       {"read_write", list(req.read_write)}};
+    out["api_socket_dir"] =
+        req.api_socket_dir ? boost::json::value(*req.api_socket_dir) : boost::json::value(nullptr);
+  }
   std::cout << boost::json::serialize(out) << "\n";
   return 0;
 }
@@ -176,6 +190,13 @@ int main(int argc, char** argv) {
 
   if (args.stop_timeout_ms) spec.stop_timeout_ms = *args.stop_timeout_ms;
   init_logging(args.log_format);
+  // Not dumpable before anything is spawned: a VMM of the same uid must not be able to ptrace
+  // this process, pidfd_getfd its fds (the events stream, the control socket) or reach the host
+  // mount namespace through /proc/PID/root.
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    log_error(spec.id, std::string("PR_SET_DUMPABLE 0: ") + std::strerror(errno));
+    return kSetupFailure;
+  }
   if (std::string why = drop_all_capabilities(); !why.empty()) {
     log_error(spec.id, "refusing to run with capabilities: " + why);
     return kSetupFailure;

@@ -180,7 +180,7 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
     return o.exit_status();
   }
   const pid_t pid = launched.vmm_pid;
-  events.started(spec.id, pid, pid, t());
+  events.started(spec.id, pid, pid, t(), launched.landlock_abi);
   log_info(spec.id, "VMM running as pid " + std::to_string(pid));
   GroupSignaller signaller(pid, launched.pidfd.get(), options.signal_mode);
 

@@ -82,11 +82,42 @@ bool get_bool(const json::value& v, const std::string& field) {
   return v.as_bool();
 }
 
+std::vector<std::string> get_path_list(const json::object& obj, std::string_view key, size_t max) {
+  std::vector<std::string> out;
+  const json::value* v = find(obj, key);
+  if (v == nullptr) return out;
+  const std::string field = "files." + std::string(key);
+  if (!v->is_array()) throw SpecError(field, "must be an array of absolute paths");
+  if (v->as_array().size() > max) {
+    throw SpecError(field, "more than " + std::to_string(max) + " entries");
+  }
+  for (const auto& e : v->as_array()) {
+    std::string path = get_path(e, field + "[" + std::to_string(out.size()) + "]");
+    for (const auto& seen : out) {
+      if (seen == path) throw SpecError(field, path + " is given twice");
+    }
+    out.push_back(std::move(path));
+  }
+  return out;
+}
+
+Files parse_files(const json::value& v) {
+  if (!v.is_object()) throw SpecError("files", "must be an object");
+  const json::object& obj = v.as_object();
+  check_keys(obj, {"devices", "read_only", "read_write"}, "files.");
+  Files files;
+  files.devices = get_path_list(obj, "devices", protocol::kMaxDevices);
+  files.read_only = get_path_list(obj, "read_only", protocol::kMaxReadOnly);
+  files.read_write = get_path_list(obj, "read_write", protocol::kMaxReadWrite);
+  return files;
+}
+
 Spec parse_object(const json::object& root) {
-  check_keys(root,
-             {"id", "vmm", "mode", "sandbox_dir", "kernel", "rootfs", "snapshot", "netns",
-              "api_socket", "stop_timeout_ms", "ready_timeout_ms", "pid_namespace", "env", "stdio"},
-             "");
+  check_keys(
+      root,
+      {"id", "vmm", "mode", "sandbox_dir", "kernel", "rootfs", "snapshot", "netns", "api_socket",
+       "stop_timeout_ms", "ready_timeout_ms", "pid_namespace", "env", "stdio", "files"},
+      "");
   Spec spec;
   auto required = [&](std::string_view key) -> const json::value& {
     const json::value* v = find(root, key);
@@ -211,6 +242,7 @@ Spec parse_object(const json::object& root) {
       throw SpecError("stdio", "must be inherit or null");
     }
   }
+  if (const json::value* v = find(root, "files")) spec.files = parse_files(*v);
   if (vmm_args(spec).size() > protocol::kMaxArgs) throw SpecError("vmm.args", "more than 64 args");
   return spec;
 }
@@ -266,6 +298,13 @@ protocol::LaunchRequest launch_request(const Spec& spec) {
     for (const auto& [name, path] : spec.snapshot) req.links.push_back({name, path});
   }
   req.pid_namespace = spec.pid_namespace;
+  if (spec.files) {
+    req.files = true;
+    req.devices = spec.files->devices;
+    req.read_only = spec.files->read_only;
+    req.read_write = spec.files->read_write;
+    if (spec.api_socket) req.api_socket_dir = std::string(path_dirname(*spec.api_socket));
+  }
   return req;
 }
 

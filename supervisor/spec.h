@@ -23,6 +23,13 @@ enum class GracefulStop { kDefault, kNone, kSystemPowerdown };
 
 std::string_view kind_name(VmmKind kind);
 
+// `files`: what the VMM may use beyond the sandbox dir, the images and the API socket's dir.
+struct Files {
+  std::vector<std::string> devices;
+  std::vector<std::string> read_only;
+  std::vector<std::string> read_write;
+};
+
 struct Spec {
   std::string id;
   VmmKind kind = VmmKind::kGeneric;
@@ -41,6 +48,7 @@ struct Spec {
   bool pid_namespace = false;
   std::map<std::string, std::string> env;
   Stdio stdio = Stdio::kInherit;
+  std::optional<Files> files;
 };
 
 inline constexpr uint32_t kMaxStopTimeoutMs = 3600 * 1000;

@@ -513,7 +513,8 @@ TEST_F(HelperInvocationTest, CheckPolicyPrintsThePolicy) {
                                "tmpfs_size_mb = 8\n"
                                "rlimit_nofile = 512\n"
                                "allow_root_vmm = false\n"
-                               "audit = best_effort\n";
+                               "audit = best_effort\n"
+                               "landlock = best_effort\n";
   EXPECT_EQ(out, expected);
 }
 

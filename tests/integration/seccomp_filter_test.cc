@@ -3,12 +3,15 @@
 // without the filter succeeds or fails differently; clone with namespace flags is EPERM, clone3
 // is ENOSYS (so libc falls back to clone), and a plain fork still works.
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -100,6 +103,36 @@ long clone_and_reap(long ret) {
   args.exit_signal = SIGCHLD;
   record(out, "clone3", clone_and_reap(syscall(SYS_clone3, &args, sizeof(args))));
 
+  // Reaching into another process: a paused child of this one (ptrace, pidfd_getfd, kcmp) and
+  // this process itself (process_vm_*). Root without the filter succeeds at each.
+  pid_t target = fork();
+  if (target == 0) {
+    for (;;) pause();
+  }
+  long attached = syscall(SYS_ptrace, PTRACE_ATTACH, target, nullptr, nullptr);
+  record(out, "ptrace", attached);
+  if (attached == 0) {
+    waitpid(target, nullptr, __WALL);
+    syscall(SYS_ptrace, PTRACE_DETACH, target, nullptr, nullptr);
+  }
+  int target_pidfd = static_cast<int>(syscall(SYS_pidfd_open, target, 0));
+  fd = syscall(SYS_pidfd_getfd, target_pidfd, 0, 0);
+  record(out, "pidfd_getfd", fd);
+  if (fd >= 0) close(static_cast<int>(fd));
+  close(target_pidfd);
+  record(out, "kcmp", syscall(SYS_kcmp, getpid(), target, KCMP_FILE, 0, 0));
+  kill(target, SIGKILL);
+  waitpid(target, nullptr, 0);
+  char src[8] = "sbx", dst[8] = {};
+  iovec local{dst, sizeof(dst)}, remote{src, sizeof(src)};
+  record(out, "process_vm_readv",
+         syscall(SYS_process_vm_readv, getpid(), &local, 1, &remote, 1, 0));
+  record(out, "process_vm_writev",
+         syscall(SYS_process_vm_writev, getpid(), &remote, 1, &local, 1, 0));
+  record(out, "prctl_set_pdeathsig", prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0));
+  int sig = -1;
+  record(out, "prctl_get_pdeathsig", prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0));
+
   pid_t pid = fork();
   if (pid == 0) _exit(42);
   int status = 0;
@@ -186,6 +219,21 @@ TEST_F(SeccompFilterTest, DeniesMountAndNamespaceCallsWithEperm) {
   for (const char* name : {"fsopen", "unshare", "mount", "fspick", "open_tree", "setns"}) {
     EXPECT_EQ(control.at(name), 0) << name;
   }
+}
+
+// A compromised VMM must not reach into its supervisor or a sibling VMM of the same uid, nor
+// clear the parent-death signal that ties it to its supervisor.
+TEST_F(SeccompFilterTest, DeniesReachingIntoOtherProcessesWithEperm) {
+  const Results filtered = run_checks(true);
+  const Results control = run_checks(false);
+  for (const char* name : {"ptrace", "pidfd_getfd", "kcmp", "process_vm_readv", "process_vm_writev",
+                           "prctl_set_pdeathsig"}) {
+    ASSERT_TRUE(filtered.count(name) && control.count(name)) << name << " was not checked";
+    EXPECT_EQ(filtered.at(name), EPERM) << name;
+    EXPECT_EQ(control.at(name), 0) << name << ": the control must succeed";
+  }
+  // Only the setter is refused: reading the parent-death signal stays allowed.
+  EXPECT_EQ(filtered.at("prctl_get_pdeathsig"), 0);
 }
 
 TEST_F(SeccompFilterTest, EveryNamedSyscallIsChecked) {

@@ -163,6 +163,7 @@ int main(int argc, char** argv) {
   pass_fds.clear();
 
   pid_t vmm_pid = pid;
+  int landlock_abi = -1;  // -1: no confinement report came
   std::string error = "null";
   while (true) {
     auto d = protocol::receive_datagram(ours.get(), 30000, 0, sbx::Step::kReadRequest);
@@ -184,10 +185,14 @@ int main(int argc, char** argv) {
               "}";
     } else if (auto* p = std::get_if<protocol::PidReport>(&msg.value())) {
       vmm_pid = p->pid;
+    } else if (auto* c = std::get_if<protocol::ConfinementReport>(&msg.value())) {
+      landlock_abi = static_cast<int>(c->landlock_abi);
     }
   }
-  std::printf("{\"event\":\"launch\",\"helper_pid\":%d,\"vmm_pid\":%d,\"error\":%s}\n", pid,
-              vmm_pid, error.c_str());
+  std::printf(
+      "{\"event\":\"launch\",\"helper_pid\":%d,\"vmm_pid\":%d,\"landlock_abi\":%d,"
+      "\"error\":%s}\n",
+      pid, vmm_pid, landlock_abi, error.c_str());
   std::fflush(stdout);
   if (!wait_for_exit) return 0;
 

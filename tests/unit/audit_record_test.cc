@@ -1,6 +1,7 @@
 // The helper's audit record texts (helper/audit.h, docs/audit.md): the fields of each record
 // type, and that no value from the caller can end its field or forge another one.
 #include "helper/audit.h"
+#include "helper/seccomp.h"
 
 #include <libaudit.h>
 
@@ -82,7 +83,7 @@ TEST(AuditEncode, LongValuesAreCut) {
 
 TEST(AuditRecords, SuccessSet) {
   const protocol::LaunchRequest req = sample_request();
-  auto records = records_for(&req, {}, 4242);
+  auto records = records_for(&req, {}, 4242, 6);
   ASSERT_EQ(records.size(), 5u);
   EXPECT_EQ(records[0].type, AUDIT_VIRT_RESOURCE);
   EXPECT_EQ(records[0].text,
@@ -100,7 +101,8 @@ TEST(AuditRecords, SuccessSet) {
   EXPECT_EQ(records[4].type, AUDIT_VIRT_CONTROL);
   EXPECT_EQ(records[4].text,
             "virt=sbx op=start vm=\"vm-0001\" vm-pid=4242 "
-            "exe=\"/usr/bin/qemu-system-x86_64\" res=success");
+            "exe=\"/usr/bin/qemu-system-x86_64\" landlock-abi=6 seccomp-sha256=" +
+                std::string(seccomp::filter_digest()) + " res=success");
 }
 
 TEST(AuditRecords, RefusalNamesTheStepAndNoPid) {
@@ -114,7 +116,8 @@ TEST(AuditRecords, RefusalNamesTheStepAndNoPid) {
             "new-fs=\"/run/sbx/vm-0001\" res=failed");
   EXPECT_EQ(records[1].text,
             "virt=sbx op=start reason=validate_request vm=\"vm-0001\" vm-pid=-1 "
-            "exe=\"/usr/bin/qemu-system-x86_64\" res=failed");
+            "exe=\"/usr/bin/qemu-system-x86_64\" landlock-abi=? seccomp-sha256=" +
+                std::string(seccomp::filter_digest()) + " res=failed");
 }
 
 TEST(AuditRecords, WithoutARequestOnlyTheControlRecord) {
@@ -122,7 +125,9 @@ TEST(AuditRecords, WithoutARequestOnlyTheControlRecord) {
   ASSERT_EQ(records.size(), 1u);
   EXPECT_EQ(records[0].type, AUDIT_VIRT_CONTROL);
   EXPECT_EQ(records[0].text,
-            "virt=sbx op=start reason=read_request vm=? vm-pid=-1 exe=? res=failed");
+            "virt=sbx op=start reason=read_request vm=? vm-pid=-1 exe=? landlock-abi=? "
+            "seccomp-sha256=" +
+                std::string(seccomp::filter_digest()) + " res=failed");
 }
 
 // Every value the caller controls, hostile: each record still has exactly its own fields.
@@ -141,7 +146,8 @@ TEST(AuditRecords, HostileValuesCannotForgeFields) {
   EXPECT_EQ(keys(records[1].text), (V{"virt", "resrc", "reason", "vm", "old-fs", "new-fs", "res"}));
   EXPECT_EQ(keys(records[2].text),
             (V{"virt", "resrc", "reason", "vm", "link", "old-disk", "new-disk", "res"}));
-  EXPECT_EQ(keys(records[3].text), (V{"virt", "op", "reason", "vm", "vm-pid", "exe", "res"}));
+  EXPECT_EQ(keys(records[3].text), (V{"virt", "op", "reason", "vm", "vm-pid", "exe", "landlock-abi",
+                                      "seccomp-sha256", "res"}));
   for (const auto& r : records) {
     EXPECT_EQ(r.text.find('\n'), std::string::npos) << r.text;
     EXPECT_EQ(r.text.find('\''), std::string::npos) << r.text;

@@ -231,7 +231,8 @@ TEST(Protocol, RefusesMalformedLinks) {
 }
 
 TEST(Protocol, RefusesBadFlagsAndFdTargets) {
-  EXPECT_FALSE(decode(Builder().required().field_u32(8, 4).done(), Step::kReadRequest).ok());
+  EXPECT_FALSE(
+      decode(Builder().required().field_u32(8, 0x80000000u).done(), Step::kReadRequest).ok());
   EXPECT_FALSE(decode(Builder().required().field(8, "ab").done(), Step::kReadRequest).ok());
   EXPECT_FALSE(decode(Builder().required().field_u32(9, 3).done(), Step::kReadRequest).ok());
   EXPECT_FALSE(decode(Builder().required().field_u32(9, 256).done(), Step::kReadRequest).ok());
