@@ -391,6 +391,12 @@ protocol::LaunchRequest make_request(const LaunchArgs& args) {
   req.netns = args.netns;
   for (const auto& [name, target] : args.links) req.links.push_back({name, target});
   req.pid_namespace = args.pid_namespace;
+  req.devices = args.devices;
+  req.read_only = args.read_only;
+  req.read_write = args.read_write;
+  req.api_socket_dir = args.api_socket_dir;
+  req.files = args.files || !args.devices.empty() || !args.read_only.empty() ||
+              !args.read_write.empty() || args.api_socket_dir;
   return req;
 }
 
@@ -696,6 +702,11 @@ Launch HelperEnv::launch(const LaunchArgs& args) {
     for (const auto& [path, target] : args.pass_files) {
       argv.insert(argv.end(), {"--pass-file", path + ":" + std::to_string(target)});
     }
+    if (args.files) argv.push_back("--files");
+    for (const auto& d : args.devices) argv.insert(argv.end(), {"--device", d});
+    for (const auto& r : args.read_only) argv.insert(argv.end(), {"--read-only", r});
+    for (const auto& r : args.read_write) argv.insert(argv.end(), {"--read-write", r});
+    if (args.api_socket_dir) argv.insert(argv.end(), {"--api-socket-dir", *args.api_socket_dir});
   }
   if (!args.vmm_args.empty()) {
     argv.push_back("--");

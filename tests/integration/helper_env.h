@@ -89,6 +89,10 @@ struct LaunchArgs {
   std::vector<std::string> env;
   bool pid_namespace = false;
   std::vector<std::pair<std::string, int>> pass_files;  // {path, target fd}
+  // `files` (sent when `files` is set or any list is non-empty).
+  bool files = false;
+  std::vector<std::string> devices, read_only, read_write;
+  std::optional<std::string> api_socket_dir;
   std::string raw_file;  // --raw: these bytes instead of an encoded request
   bool empty = false;    // --empty: a zero-length datagram
   std::vector<std::string> vmm_args;

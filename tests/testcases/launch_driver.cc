@@ -46,7 +46,9 @@ std::string json_string(const std::string& s) {
   std::fprintf(stderr,
                "usage: sbx-test-launch --helper PATH (--raw FILE | --empty | --id ID --vmm PATH\n"
                "       --sandbox-dir DIR [--netns NAME] [--link NAME=TARGET]... [--env K=V]...\n"
-               "       [--pidns] [--slave] [--pass-file PATH:TARGETFD]...) [--no-wait]\n"
+               "       [--pidns] [--slave] [--pass-file PATH:TARGETFD]... [--files]\n"
+               "       [--device PATH]... [--read-only PATH]... [--read-write PATH]...\n"
+               "       [--api-socket-dir DIR]) [--no-wait]\n"
                "       [-- VMM ARGS...]\n");
   std::exit(2);
 }
@@ -104,6 +106,20 @@ int main(int argc, char** argv) {
       }
       pass_fds.push_back(std::move(fd));
       req.pass_fd_targets.push_back(std::atoi(v.substr(colon + 1).c_str()));
+    } else if (a == "--files") {
+      req.files = true;
+    } else if (a == "--device") {
+      req.files = true;
+      req.devices.push_back(value());
+    } else if (a == "--read-only") {
+      req.files = true;
+      req.read_only.push_back(value());
+    } else if (a == "--read-write") {
+      req.files = true;
+      req.read_write.push_back(value());
+    } else if (a == "--api-socket-dir") {
+      req.files = true;
+      req.api_socket_dir = value();
     } else if (a == "--no-wait") {
       wait_for_exit = false;
     } else {

@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,6 +15,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -68,10 +71,13 @@ void OnSigterm(int) {
 }
 
 [[noreturn]] void Usage(const std::string& msg) {
-  std::fprintf(stderr,
-               "probe_vmm: %s\nusage: probe_vmm --report PATH [--api-sock PATH] "
-               "[--ignore-sigterm] [--children N] [--setsid-child] [--exit-code N] [-- ARGS...]\n",
-               msg.c_str());
+  std::fprintf(
+      stderr,
+      "probe_vmm: %s\nusage: probe_vmm --report PATH [--api-sock PATH] "
+      "[--ignore-sigterm] [--children N] [--setsid-child] [--exit-code N]\n"
+      "       [--clear-pdeathsig] [--read-file PATH]... [--ioctl-device PATH]...\n"
+      "       [--exec-written DIR]... [--attack-file PATH] [--connect PATH] [-- ARGS...]\n",
+      msg.c_str());
   std::exit(kUsageExit);
 }
 
@@ -335,7 +341,168 @@ struct Options {
   int children = 0;
   bool setsid_child = false;
   int exit_code = 0;
+  // Attacks a compromised VMM would try (see the containment tests).
+  bool clear_pdeathsig = false;
+  std::vector<std::string> read_files;
+  std::vector<std::string> ioctl_devices;
+  std::vector<std::string> exec_written;
+  std::optional<std::string> attack_file;
+  std::optional<std::string> connect;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Attacks of a compromised VMM. Each records the errno it met (0: the attack worked).
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+#ifndef TUNGETFEATURES
+#define TUNGETFEATURES _IOR('T', 207, unsigned int)
+#endif
+
+long long ErrnoOf(long ret) {
+  return ret < 0 ? errno : 0;
+}
+
+// What one process of the same uid is exposed to: ptrace, its fds, its root, its memory, a signal.
+void WriteAttacksOn(JsonWriter& w, pid_t pid) {
+  w.BeginObject();
+  long r = syscall(SYS_ptrace, PTRACE_ATTACH, pid, nullptr, nullptr);
+  w.Key("ptrace").Int(ErrnoOf(r));
+  if (r == 0) {
+    waitpid(pid, nullptr, __WALL);
+    syscall(SYS_ptrace, PTRACE_DETACH, pid, nullptr, nullptr);
+  }
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  w.Key("pidfd_open").Int(ErrnoOf(pidfd));
+  if (pidfd >= 0) {
+    long fd = syscall(SYS_pidfd_getfd, pidfd, 1, 0);
+    w.Key("pidfd_getfd").Int(SyscallErrno(fd, true));
+    close(pidfd);
+  } else {
+    w.Key("pidfd_getfd").Null();
+  }
+  const std::string proc = "/proc/" + std::to_string(pid);
+  w.Key("proc_root")
+      .Int(SyscallErrno(open((proc + "/root/").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), true));
+  w.Key("proc_mem").Int(SyscallErrno(open((proc + "/mem").c_str(), O_RDWR | O_CLOEXEC), true));
+  w.Key("kill").Int(ErrnoOf(kill(pid, 0)));
+  w.EndObject();
+}
+
+// The peer of the first connection to the API socket (the supervisor checking readiness): its
+// pidfd through SO_PEERPIDFD, then one of its fds through pidfd_getfd (fd 1: the events).
+struct PeerAttack {
+  bool done = false;
+  long long peer_pid = -1;
+  long long peerpidfd = -1;
+  std::optional<long long> pidfd_getfd;
+};
+PeerAttack g_peer;
+
+void AttackPeer(int conn) {
+  if (g_peer.done) return;
+  g_peer.done = true;
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) g_peer.peer_pid = cred.pid;
+  int pidfd = -1;
+  len = sizeof(pidfd);
+  g_peer.peerpidfd = ErrnoOf(getsockopt(conn, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len));
+  if (g_peer.peerpidfd == 0) {
+    g_peer.pidfd_getfd = SyscallErrno(syscall(SYS_pidfd_getfd, pidfd, 1, 0), true);
+    close(pidfd);
+  }
+}
+
+// Reads "NAME PID" lines from the attack file, attacks each, and writes REPORT.attacks.
+void RunAttackFile(const std::string& path, const std::string& report);
+
+void WriteFileAttacks(JsonWriter& w, const Options& opt) {
+  w.Key("read_files").BeginObject();
+  for (const auto& path : opt.read_files) {
+    w.Key(path).Int(SyscallErrno(open(path.c_str(), O_RDONLY | O_CLOEXEC), true));
+  }
+  w.EndObject();
+  w.Key("ioctl_devices").BeginObject();
+  for (const auto& path : opt.ioctl_devices) {
+    w.Key(path).BeginObject();
+    int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+    w.Key("open").Int(ErrnoOf(fd));
+    if (fd >= 0) {
+      // An ioctl the device's driver answers for an unprivileged caller: the pty number of a
+      // /dev/ptmx master, a tun device's features; anything else gets ENOTTY from its driver.
+      unsigned int value = 0;
+      const bool ptmx = path == "/dev/ptmx";
+      w.Key("ioctl").Int(ErrnoOf(ioctl(fd, ptmx ? TIOCGPTN : TUNGETFEATURES, &value)));
+      close(fd);
+    } else {
+      w.Key("ioctl").Null();
+    }
+    w.EndObject();
+  }
+  w.EndObject();
+  // A binary written into DIR (a copy of this one), then executed: a child runs it with no
+  // arguments, which makes the probe exit with its usage status, and reports an exec failure
+  // on a close-on-exec pipe.
+  w.Key("exec_written").BeginObject();
+  for (const auto& dir : opt.exec_written) {
+    w.Key(dir).BeginObject();
+    const std::string path = dir + "/written-vmm-" + std::to_string(getpid());
+    auto self = ReadFile("/proc/self/exe", 64 << 20);
+    int fd = self ? open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755) : -1;
+    long long write_err = self ? ErrnoOf(fd) : errno;
+    if (fd >= 0) {
+      if (write(fd, self->data(), self->size()) != static_cast<ssize_t>(self->size())) {
+        write_err = errno == 0 ? EIO : errno;
+      }
+      close(fd);
+    }
+    w.Key("write").Int(write_err);
+    if (write_err == 0) {
+      int pipe_fds[2];
+      long long exec_err = EIO;
+      if (pipe2(pipe_fds, O_CLOEXEC) == 0) {
+        pid_t child = fork();
+        if (child == 0) {
+          char* const child_argv[] = {const_cast<char*>(path.c_str()), nullptr};
+          execv(path.c_str(), child_argv);
+          int err = errno;
+          (void)!write(pipe_fds[1], &err, sizeof(err));
+          _exit(127);
+        }
+        close(pipe_fds[1]);
+        int err = 0;
+        ssize_t n = read(pipe_fds[0], &err, sizeof(err));
+        close(pipe_fds[0]);
+        int status = 0;
+        if (child > 0) waitpid(child, &status, 0);
+        exec_err = n == static_cast<ssize_t>(sizeof(err)) ? err : 0;
+      }
+      w.Key("exec").Int(exec_err);
+      unlink(path.c_str());
+    } else {
+      w.Key("exec").Null();
+    }
+    w.EndObject();
+  }
+  w.EndObject();
+}
+
+int ConnectTo(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return -1;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) return fd;
+    close(fd);
+    poll(nullptr, 0, 10);
+  }
+  return -1;
+}
 
 int ParseInt(const std::string& flag, const char* value, int lo, int hi) {
   char* end = nullptr;
@@ -361,13 +528,29 @@ Options ParseArgs(int argc, char** argv) {
       opt.setsid_child = true;
       continue;
     }
+    if (arg == "--clear-pdeathsig") {
+      opt.clear_pdeathsig = true;
+      continue;
+    }
     if (arg != "--report" && arg != "--api-sock" && arg != "--api-socket" && arg != "-qmp" &&
-        arg != "--children" && arg != "--exit-code") {
+        arg != "--children" && arg != "--exit-code" && arg != "--read-file" &&
+        arg != "--ioctl-device" && arg != "--exec-written" && arg != "--attack-file" &&
+        arg != "--connect") {
       Usage("unknown argument: " + arg);
     }
     if (i + 1 >= argc) Usage(arg + " needs a value");
     std::string value = argv[++i];
-    if (arg == "--report") {
+    if (arg == "--read-file") {
+      opt.read_files.push_back(value);
+    } else if (arg == "--ioctl-device") {
+      opt.ioctl_devices.push_back(value);
+    } else if (arg == "--exec-written") {
+      opt.exec_written.push_back(value);
+    } else if (arg == "--attack-file") {
+      opt.attack_file = value;
+    } else if (arg == "--connect") {
+      opt.connect = value;
+    } else if (arg == "--report") {
       opt.report = value;
       have_report = true;
     } else if (arg == "--api-sock") {
@@ -433,6 +616,9 @@ pid_t SpawnChild(bool ignore_sigterm, bool new_session, int listen_fd) {
   g_spawned.push_back(pid);
   return pid;
 }
+
+// errno of prctl(PR_SET_PDEATHSIG, 0) with --clear-pdeathsig; -1 when not tried.
+long long g_clear_pdeathsig = -1;
 
 // The fds open at exec time (recorded first thing in main).
 std::vector<int> g_inherited_fds;
@@ -560,6 +746,8 @@ std::string BuildReport(int argc, char** argv, const Options& opt, const char* s
     w.Null();
   }
   w.Key("sigterm_disposition").String(sigterm_disp);
+  w.Key("clear_pdeathsig");
+  g_clear_pdeathsig < 0 ? w.Null() : w.Int(g_clear_pdeathsig);
   w.Key("blocked_signals").OptString(Lookup(status, "SigBlk"));
 
   WriteDeniedSyscalls(w);
@@ -570,6 +758,8 @@ std::string BuildReport(int argc, char** argv, const Options& opt, const char* s
   w.Key("setsid_child");
   setsid_child ? w.Int(*setsid_child) : w.Null();
   w.Key("api_sock").OptString(opt.api_sock);
+  w.Key("exe").OptString(ReadLinkAt(AT_FDCWD, "/proc/self/exe"));
+  WriteFileAttacks(w, opt);
   w.EndObject();
   return w.str() + "\n";
 }
@@ -590,6 +780,27 @@ void WriteReportAtomically(const std::string& path, const std::string& data) {
   if (rename(tmp.c_str(), path.c_str()) < 0) Fail("rename " + tmp + " -> " + path);
 }
 
+void RunAttackFile(const std::string& path, const std::string& report) {
+  auto text = ReadFile(path.c_str(), 1 << 16);
+  JsonWriter w;
+  w.BeginObject().Key("targets").BeginObject();
+  for (const std::string& line : SplitLines(text.value_or(""))) {
+    size_t space = line.find(' ');
+    if (space == std::string::npos) continue;
+    w.Key(line.substr(0, space));
+    WriteAttacksOn(w, static_cast<pid_t>(std::atoi(line.c_str() + space + 1)));
+  }
+  w.EndObject().Key("peer");
+  if (g_peer.done) {
+    w.BeginObject().Key("pid").Int(g_peer.peer_pid).Key("peerpidfd").Int(g_peer.peerpidfd);
+    w.Key("pidfd_getfd").OptInt(g_peer.pidfd_getfd).EndObject();
+  } else {
+    w.Null();
+  }
+  w.EndObject();
+  WriteReportAtomically(report + ".attacks", w.str() + "\n");
+}
+
 int Run(int argc, char** argv) {
   Options opt = ParseArgs(argc, argv);
 
@@ -600,6 +811,13 @@ int Run(int argc, char** argv) {
   if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL) sigterm_disp = "default";
   if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_IGN) sigterm_disp = "ignored";
 
+  // Before anything else: a VMM clearing the parent-death signal to outlive its supervisor.
+  long long clear_pdeathsig_err = -1;
+  if (opt.clear_pdeathsig) clear_pdeathsig_err = ErrnoOf(prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0));
+  g_clear_pdeathsig = clear_pdeathsig_err;
+  // Held open for the life of the probe: the listener sees a live peer.
+  [[maybe_unused]] int connected = opt.connect ? ConnectTo(*opt.connect) : -1;
+  if (opt.connect && connected < 0) Fail("connect " + *opt.connect);
   // The socket comes before the children so a bind failure leaves no stray processes behind.
   int listen_fd = opt.api_sock ? CreateListenSocket(*opt.api_sock) : -1;
   std::vector<pid_t> children;
@@ -619,15 +837,24 @@ int Run(int argc, char** argv) {
   // From here on children are the sandbox's business: the tests check it reaps them.
   g_spawned.clear();
 
+  bool attacked = false;
   while (!g_sigterm) {
     if (listen_fd < 0) {
-      poll(nullptr, 0, 100);
-      continue;
-    }
-    pollfd pfd{listen_fd, POLLIN, 0};
-    if (poll(&pfd, 1, 100) > 0 && (pfd.revents & POLLIN)) {
+      poll(nullptr, 0, opt.attack_file ? 10 : 100);
+    } else {
+      pollfd pfd{listen_fd, POLLIN, 0};
+      poll(&pfd, 1, opt.attack_file ? 10 : 100);
+      // Accept whatever is queued (non-blocking) before looking at the attack file, so a
+      // connection made before the file appeared is always attacked first.
       int conn;
-      while ((conn = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0) close(conn);
+      while ((conn = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0) {
+        if (opt.attack_file) AttackPeer(conn);
+        close(conn);
+      }
+    }
+    if (opt.attack_file && !attacked && access(opt.attack_file->c_str(), F_OK) == 0) {
+      attacked = true;
+      RunAttackFile(*opt.attack_file, opt.report);
     }
   }
   return opt.exit_code;

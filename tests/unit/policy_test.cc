@@ -238,3 +238,44 @@ TEST_F(PolicyLoad, ParseErrorsNameThePath) {
 
 }  // namespace
 }  // namespace sbx::policy
+
+namespace sbx::policy {
+namespace {
+
+TEST(PolicyFilesKeys, DevicesReadOnlyAndLandlock) {
+  auto r = parse(
+      "device = /dev/kvm\ndevice = /dev/net/tun\nread_only = /usr\n"
+      "landlock = required\n",
+      "t.conf");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r.value().devices, (std::vector<std::string>{"/dev/kvm", "/dev/net/tun"}));
+  EXPECT_EQ(r.value().read_only, (std::vector<std::string>{"/usr"}));
+  EXPECT_EQ(r.value().landlock, LandlockMode::kRequired);
+  auto again = parse(format(r.value()), "t.conf");
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(format(again.value()), format(r.value()));
+}
+
+TEST(PolicyFilesKeys, LandlockDefaultsToBestEffort) {
+  auto r = parse("", "t.conf");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.value().landlock, LandlockMode::kBestEffort);
+  auto off = parse("landlock = off\n", "t.conf");
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(off.value().landlock, LandlockMode::kOff);
+}
+
+TEST(PolicyFilesKeys, Refusals) {
+  for (const char* text :
+       {"device = /etc/passwd\n", "device = /dev\n", "device = /dev/../etc/shadow\n",
+        "device = dev/kvm\n", "device = /dev/kvm\ndevice = /dev/kvm\n", "read_only = usr\n",
+        "read_only = /\n", "read_only = /usr/../etc\n", "landlock = maybe\n",
+        "landlock = off\nlandlock = required\n"}) {
+    auto r = parse(text, "t.conf");
+    EXPECT_FALSE(r.ok()) << text;
+    if (!r.ok()) EXPECT_NE(r.status().detail().find("t.conf:"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace sbx::policy

@@ -341,3 +341,82 @@ TEST_F(ProtocolSocket, FdsOnAnUnexpectedMessageAreCounted) {
 
 }  // namespace
 }  // namespace sbx::protocol
+
+namespace sbx::protocol {
+namespace {
+
+LaunchRequest files_request() {
+  LaunchRequest r;
+  r.id = "vm-files";
+  r.vmm = "/usr/bin/qemu-system-x86_64";
+  r.sandbox_dir = "/run/sbx/vm-files";
+  r.files = true;
+  r.devices = {"/dev/kvm", "/dev/net/tun"};
+  r.read_only = {"/usr"};
+  r.read_write = {"/run/sbx/vm-files.d"};
+  r.api_socket_dir = "/run/sbx/vm-files.d";
+  return r;
+}
+
+TEST(ProtocolFiles, RoundTrip) {
+  auto bytes = encode(files_request());
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  auto msg = decode(bytes.value(), Step::kReadRequest);
+  ASSERT_TRUE(msg.ok()) << msg.status().message();
+  EXPECT_EQ(std::get<LaunchRequest>(msg.value()), files_request());
+}
+
+TEST(ProtocolFiles, EmptyFilesKeepTheFlag) {
+  LaunchRequest r = files_request();
+  r.devices.clear();
+  r.read_only.clear();
+  r.read_write.clear();
+  r.api_socket_dir.reset();
+  auto bytes = encode(r);
+  ASSERT_TRUE(bytes.ok());
+  auto msg = decode(bytes.value(), Step::kReadRequest);
+  ASSERT_TRUE(msg.ok());
+  EXPECT_TRUE(std::get<LaunchRequest>(msg.value()).files);
+}
+
+TEST(ProtocolFiles, EntriesWithoutTheFlagAreRefused) {
+  LaunchRequest r = files_request();
+  r.files = false;
+  EXPECT_FALSE(encode(r).ok());
+  // Hand-built: a device tag (10) without the files flag.
+  auto raw = encode(LaunchRequest{.id = "a", .vmm = "/v", .sandbox_dir = "/s/a"}).take();
+  const std::string dev = "/dev/kvm";
+  raw.push_back(10);
+  raw.push_back(0);
+  for (int i = 0; i < 4; ++i) raw.push_back(i == 0 ? static_cast<uint8_t>(dev.size()) : 0);
+  raw.insert(raw.end(), dev.begin(), dev.end());
+  const uint32_t size = static_cast<uint32_t>(raw.size());
+  for (int i = 0; i < 4; ++i) raw[8 + i] = static_cast<uint8_t>(size >> (8 * i));
+  auto msg = decode(raw, Step::kReadRequest);
+  ASSERT_FALSE(msg.ok());
+  EXPECT_NE(msg.status().detail().find("files flag"), std::string::npos) << msg.status().message();
+}
+
+TEST(ProtocolFiles, CountsOverTheLimitsAreRefused) {
+  LaunchRequest r = files_request();
+  r.devices.assign(kMaxDevices + 1, "/dev/kvm");
+  EXPECT_FALSE(encode(r).ok());
+  r = files_request();
+  r.read_only.assign(kMaxReadOnly + 1, "/usr");
+  EXPECT_FALSE(encode(r).ok());
+  r = files_request();
+  r.read_write.assign(kMaxReadWrite + 1, "/run/sbx/x");
+  EXPECT_FALSE(encode(r).ok());
+}
+
+TEST(ProtocolConfinement, RoundTripAndRange) {
+  ConfinementReport c{6};
+  auto msg = decode(encode(c), Step::kReadRequest);
+  ASSERT_TRUE(msg.ok());
+  EXPECT_EQ(std::get<ConfinementReport>(msg.value()), c);
+  auto big = encode(ConfinementReport{256});
+  EXPECT_FALSE(decode(big, Step::kReadRequest).ok());
+}
+
+}  // namespace
+}  // namespace sbx::protocol

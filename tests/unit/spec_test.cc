@@ -211,3 +211,40 @@ TEST(LaunchRequest, RestoreLinksOnlyRootfsAndSnapshotFiles) {
 
 }  // namespace
 }  // namespace sbx::supervisor
+
+namespace sbx::supervisor {
+namespace {
+
+TEST(SpecFiles, ParsedAndSentWithTheSocketsDirectory) {
+  Spec s = parse_ok(R"({"id":"vm-1","vmm":{"kind":"firecracker","binary":"/usr/bin/fc"},
+    "sandbox_dir":"/run/sbx/vm-1","api_socket":"/run/sbx/vm-1.d/api.sock",
+    "files":{"devices":["/dev/kvm","/dev/net/tun"],"read_only":["/usr"],
+             "read_write":["/run/sbx/vm-1.d"]}})");
+  ASSERT_TRUE(s.files.has_value());
+  EXPECT_EQ(s.files->devices, (std::vector<std::string>{"/dev/kvm", "/dev/net/tun"}));
+  auto req = launch_request(s);
+  EXPECT_TRUE(req.files);
+  EXPECT_EQ(req.read_only, (std::vector<std::string>{"/usr"}));
+  EXPECT_EQ(req.read_write, (std::vector<std::string>{"/run/sbx/vm-1.d"}));
+  EXPECT_EQ(req.api_socket_dir, std::optional<std::string>("/run/sbx/vm-1.d"));
+}
+
+TEST(SpecFiles, EmptyFilesStillConfine) {
+  Spec s = parse_ok(with(R"("files":{})"));
+  ASSERT_TRUE(s.files.has_value());
+  EXPECT_TRUE(launch_request(s).files);
+  EXPECT_FALSE(launch_request(parse_ok(kMinimal)).files);
+}
+
+TEST(SpecFiles, Refusals) {
+  expect_refused(with(R"("files":[])"), "files");
+  expect_refused(with(R"("files":{"other":[]})"), "files.other");
+  expect_refused(with(R"("files":{"devices":"/dev/kvm"})"), "files.devices");
+  expect_refused(with(R"("files":{"devices":["dev/kvm"]})"), "files.devices[0]");
+  expect_refused(with(R"("files":{"read_only":["/usr/../etc"]})"), "files.read_only[0]");
+  expect_refused(with(R"("files":{"read_write":["/a","/a"]})"), "files.read_write");
+  expect_refused(with(R"("files":{"read_only":[1]})"), "files.read_only[0]");
+}
+
+}  // namespace
+}  // namespace sbx::supervisor
