@@ -189,6 +189,8 @@ Result<Message> decode_launch(std::span<const uint8_t> body, Step step) {
         req.pid_namespace = flags & kFlagPidNamespace;
         req.propagation_slave = flags & kFlagPropagationSlave;
         req.files = flags & kFlagFiles;
+        req.jail = flags & kFlagJail;
+        if (req.jail && !req.files) return bad(step, EPROTO, "the jail flag without files");
         break;
       }
       case LaunchTag::kPassFd: {
@@ -312,6 +314,27 @@ Result<Message> decode_pid(std::span<const uint8_t> body, Step step) {
   return Message(rep);
 }
 
+Result<Message> decode_vmm_exit(std::span<const uint8_t> body, Step step) {
+  VmmExit rep;
+  Reader r(body, step);
+  Status st;
+  bool seen = false;
+  while (!r.done()) {
+    uint16_t tag;
+    std::span<const uint8_t> v;
+    if (!r.next(&tag, &v)) return r.status();
+    if (static_cast<VmmExitTag>(tag) != VmmExitTag::kStatus) {
+      return bad(step, EPROTO, "unknown vmm_exit tag " + std::to_string(tag));
+    }
+    if (seen) return bad(step, EPROTO, "duplicate status");
+    seen = true;
+    if (!read_u32(v, &rep.status, "status", step, &st)) return st;
+    if (rep.status > 0xffff) return bad(step, EPROTO, "wait status out of range");
+  }
+  if (!seen) return bad(step, EPROTO, "missing status");
+  return Message(rep);
+}
+
 Result<Message> decode_confinement(std::span<const uint8_t> body, Step step) {
   ConfinementReport rep;
   Reader r(body, step);
@@ -353,6 +376,9 @@ Result<std::vector<uint8_t>> encode(const LaunchRequest& req) {
   if (req.devices.size() > kMaxDevices) return too_big("files.devices count");
   if (req.read_only.size() > kMaxReadOnly) return too_big("files.read_only count");
   if (req.read_write.size() > kMaxReadWrite) return too_big("files.read_write count");
+  if (req.jail && !req.files) {
+    return Status(Step::kValidateRequest, EINVAL, "a jail without files");
+  }
   if (!req.files && (!req.devices.empty() || !req.read_only.empty() || !req.read_write.empty() ||
                      req.api_socket_dir)) {
     return Status(Step::kValidateRequest, EINVAL, "files entries without the files flag");
@@ -394,7 +420,7 @@ Result<std::vector<uint8_t>> encode(const LaunchRequest& req) {
   }
   uint32_t flags = (req.pid_namespace ? kFlagPidNamespace : 0) |
                    (req.propagation_slave ? kFlagPropagationSlave : 0) |
-                   (req.files ? kFlagFiles : 0);
+                   (req.files ? kFlagFiles : 0) | (req.jail ? kFlagJail : 0);
   if (flags != 0) w.u32(static_cast<uint16_t>(LaunchTag::kFlags), flags);
   for (int t : req.pass_fd_targets) w.u32(static_cast<uint16_t>(LaunchTag::kPassFd), t);
   auto out = w.finish();
@@ -427,6 +453,21 @@ std::vector<uint8_t> encode(const ConfinementReport& rep) {
   return w.finish();
 }
 
+std::vector<uint8_t> encode(const VmmStarted&) {
+  return Writer(MessageType::kVmmStarted).finish();
+}
+
+std::vector<uint8_t> encode(const VmmExit& rep) {
+  Writer w(MessageType::kVmmExit);
+  w.u32(static_cast<uint16_t>(VmmExitTag::kStatus), rep.status);
+  return w.finish();
+}
+
+void patch_u32(std::span<uint8_t> bytes, size_t offset, uint32_t value) {
+  if (offset > bytes.size() || bytes.size() - offset < 4) return;
+  for (int i = 0; i < 4; ++i) bytes[offset + i] = static_cast<uint8_t>(value >> (8 * i));
+}
+
 Result<Message> decode(std::span<const uint8_t> bytes, Step step) {
   if (bytes.size() > kMaxMessageSize) return bad(step, EMSGSIZE, "message over 64 KiB");
   if (bytes.size() < kHeaderSize) return bad(step, EPROTO, "truncated header");
@@ -445,6 +486,11 @@ Result<Message> decode(std::span<const uint8_t> bytes, Step step) {
       return decode_pid(body, step);
     case MessageType::kConfinement:
       return decode_confinement(body, step);
+    case MessageType::kVmmStarted:
+      if (!body.empty()) return bad(step, EPROTO, "VMM_STARTED carries no fields");
+      return Message(VmmStarted{});
+    case MessageType::kVmmExit:
+      return decode_vmm_exit(body, step);
   }
   return bad(step, EPROTO, "unknown message type " + std::to_string(type));
 }

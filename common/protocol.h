@@ -41,6 +41,8 @@ enum class MessageType : uint16_t {
   kError = 2,        // helper -> supervisor, then the helper exits
   kPidReport = 3,    // helper -> supervisor, PID-namespace launches only
   kConfinement = 4,  // helper -> supervisor, just before exec: the layers applied
+  kVmmStarted = 5,   // PID-namespace init -> supervisor: the VMM was executed (its pidfd)
+  kVmmExit = 6,      // PID-namespace init -> supervisor: the VMM's own wait status
 };
 
 enum class LaunchTag : uint16_t {
@@ -62,13 +64,18 @@ enum class LaunchTag : uint16_t {
 enum class ErrorTag : uint16_t { kStep = 1, kErrno = 2, kDetail = 3 };
 enum class PidTag : uint16_t { kPid = 1 };
 enum class ConfinementTag : uint16_t { kLandlockAbi = 1 };
+enum class VmmExitTag : uint16_t { kStatus = 1 };
 
 inline constexpr uint32_t kFlagPidNamespace = 1u << 0;
 inline constexpr uint32_t kFlagPropagationSlave = 1u << 1;
 // The request declares `files` (possibly all empty): the VMM gets filesystem access only to
 // them, the sandbox dir, the images and the API socket's directory.
 inline constexpr uint32_t kFlagFiles = 1u << 2;
-inline constexpr uint32_t kKnownFlags = kFlagPidNamespace | kFlagPropagationSlave | kFlagFiles;
+// The VMM sees only its jail: `files`, the sandbox dir, the images, the API socket's dir, /dev
+// basics and /proc, at their host paths, after pivot_root. Implies kFlagFiles.
+inline constexpr uint32_t kFlagJail = 1u << 3;
+inline constexpr uint32_t kKnownFlags =
+    kFlagPidNamespace | kFlagPropagationSlave | kFlagFiles | kFlagJail;
 
 struct Link {
   std::string name;    // a single path component inside the sandbox dir
@@ -90,6 +97,7 @@ struct LaunchRequest {
   std::vector<int> pass_fd_targets;
   // `files`: what the VMM may use beyond the sandbox dir, the images and the API socket's dir.
   bool files = false;
+  bool jail = false;
   std::vector<std::string> devices;     // character devices directly under /dev
   std::vector<std::string> read_only;   // root-owned paths the policy lists
   std::vector<std::string> read_write;  // caller-owned dirs directly under a sandbox root
@@ -114,7 +122,26 @@ struct ConfinementReport {
   bool operator==(const ConfinementReport&) const = default;
 };
 
-using Message = std::variant<LaunchRequest, ErrorReport, PidReport, ConfinementReport>;
+// Sent by the namespace init once the VMM's exec succeeded, with one fd: a pidfd of the VMM.
+struct VmmStarted {
+  bool operator==(const VmmStarted&) const = default;
+};
+
+// Sent by the namespace init when the VMM exits, before the init itself exits.
+struct VmmExit {
+  uint32_t status = 0;  // waitpid() status of the VMM
+  bool operator==(const VmmExit&) const = default;
+};
+
+using Message =
+    std::variant<LaunchRequest, ErrorReport, PidReport, ConfinementReport, VmmStarted, VmmExit>;
+
+// Where a value sits in an encoded message, so a message encoded before a fork can be
+// completed after it without allocating: VMM_EXIT's status, ERROR's errno.
+inline constexpr size_t kVmmExitStatusOffset = kHeaderSize + kFieldHeaderSize;
+inline constexpr size_t kErrorErrnoOffset = kHeaderSize + kFieldHeaderSize + 2 + kFieldHeaderSize;
+// Writes `value` little-endian at `offset` (bounds-checked: nothing is written past the end).
+void patch_u32(std::span<uint8_t> bytes, size_t offset, uint32_t value);
 
 // Encoding fails (Step::kReadRequest is not used here: kValidateRequest) when a field is over
 // a limit, so a request the helper would refuse is never sent.
@@ -122,6 +149,8 @@ Result<std::vector<uint8_t>> encode(const LaunchRequest& request);
 std::vector<uint8_t> encode(const ErrorReport& report);  // detail is truncated to the limit
 std::vector<uint8_t> encode(const PidReport& report);
 std::vector<uint8_t> encode(const ConfinementReport& report);
+std::vector<uint8_t> encode(const VmmStarted& report);
+std::vector<uint8_t> encode(const VmmExit& report);
 
 // Decodes one whole datagram. Refuses: short or oversize input, bad magic, unknown version or
 // type, nonzero reserved bits, length mismatch, unknown tags, duplicate single-valued tags,

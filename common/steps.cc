@@ -6,7 +6,7 @@
 namespace sbx {
 namespace {
 
-constexpr std::array<std::pair<Step, std::string_view>, 26> kStepNames = {{
+constexpr std::array<std::pair<Step, std::string_view>, 29> kStepNames = {{
     {Step::kCheckInvocation, "check_invocation"},
     {Step::kReadRequest, "read_request"},
     {Step::kLoadPolicy, "load_policy"},
@@ -33,6 +33,9 @@ constexpr std::array<std::pair<Step, std::string_view>, 26> kStepNames = {{
     {Step::kExecVmm, "exec_vmm"},
     {Step::kWriteAudit, "write_audit"},
     {Step::kLandlock, "landlock"},
+    {Step::kBuildJail, "build_jail"},
+    {Step::kPivotRoot, "pivot_root"},
+    {Step::kForkVmm, "fork_vmm"},
 }};
 
 }  // namespace

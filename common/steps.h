@@ -36,10 +36,13 @@ enum class Step : uint16_t {
   kExecVmm = 24,            // execveat of the fd from kOpenVmm
   kWriteAudit = 25,         // the launch's audit records (fatal only with `audit = required`)
   kLandlock = 26,           // the Landlock layer: planned before any mount, applied before exec
+  kBuildJail = 27,          // the jail's root: a tmpfs holding binds of what the VMM was given
+  kPivotRoot = 28,          // pivot_root into the jail; the old root detached
+  kForkVmm = 29,            // the PID-namespace init forks the VMM
 };
 
 inline constexpr Step kFirstStep = Step::kCheckInvocation;
-inline constexpr Step kLastStep = Step::kLandlock;
+inline constexpr Step kLastStep = Step::kForkVmm;
 
 // The step's stable name, as printed in errors, events and audit records.
 std::string_view step_name(Step step);

@@ -21,6 +21,8 @@
 #include "helper/caps.h"
 #include "helper/exec.h"
 #include "helper/fds.h"
+#include "helper/init.h"
+#include "helper/jail.h"
 #include "helper/landlock.h"
 #include "helper/mounts.h"
 #include "helper/netns.h"
@@ -132,9 +134,9 @@ Status apply_landlock(int abi, const protocol::LaunchRequest& req, validate::Ope
       if (!dup) return Status(Step::kLandlock, errno, "dup an fd for its rule");
       rules.push_back({std::move(dup), access});
     }
-    auto add = [&rules](std::vector<UniqueFd>& fds, uint64_t access) {
-      for (auto& fd : fds) rules.push_back({std::move(fd), access});
-      fds.clear();
+    auto add = [&rules](std::vector<validate::OpenedPath>& opened, uint64_t access) {
+      for (auto& o : opened) rules.push_back({std::move(o.fd), access});
+      opened.clear();
     };
     add(files.read_write, landlock::kReadWriteDir);
     add(files.read_only, landlock::kReadOnlyTree);
@@ -142,7 +144,7 @@ Status apply_landlock(int abi, const protocol::LaunchRequest& req, validate::Ope
     add(files.images_ro, landlock::kImageReadOnly);
     add(files.images_rw, landlock::kImageReadWrite);
     if (files.api_socket_dir) {
-      rules.push_back({std::move(files.api_socket_dir), landlock::kReadWriteDir});
+      rules.push_back({std::move(files.api_socket_dir->fd), landlock::kReadWriteDir});
     }
     if (Status st = landlock::add_runtime_paths(rules); !st.ok()) return st;
   }
@@ -176,6 +178,37 @@ Status record_launch(audit::Trail& trail, const protocol::LaunchRequest& req, pi
   return {};
 }
 
+int exit_code_for(const Status& st) {
+  if (st.step() == Step::kOpenVmm || st.step() == Step::kExecVmm) {
+    if (st.err() == ENOENT) return 127;
+    if (st.err() == EACCES || st.err() == ENOEXEC) return 126;
+  }
+  return 125;
+}
+
+// The jail's entries: the sandbox dir, the images, files.read_only, files.read_write and the
+// API socket's directory (bound like a read_write entry unless it is one), files.devices.
+std::vector<jail::Entry> jail_entries(const protocol::LaunchRequest& req,
+                                      const validate::OpenedFiles& files, int sandbox_fd) {
+  std::vector<jail::Entry> entries;
+  entries.push_back({req.sandbox_dir, sandbox_fd, jail::kReadWrite});
+  for (const auto& o : files.images_ro)
+    entries.push_back({o.path, o.fd.get(), jail::kImageReadOnly});
+  for (const auto& o : files.images_rw) entries.push_back({o.path, o.fd.get(), jail::kReadWrite});
+  for (const auto& o : files.read_only) entries.push_back({o.path, o.fd.get(), jail::kReadOnly});
+  for (const auto& o : files.read_write) entries.push_back({o.path, o.fd.get(), jail::kReadWrite});
+  if (files.api_socket_dir) {
+    bool listed = false;
+    for (const auto& o : files.read_write) listed |= o.path == files.api_socket_dir->path;
+    if (!listed) {
+      entries.push_back(
+          {files.api_socket_dir->path, files.api_socket_dir->fd.get(), jail::kReadWrite});
+    }
+  }
+  for (const auto& o : files.devices) entries.push_back({o.path, o.fd.get(), jail::kDevice});
+  return entries;
+}
+
 // The containment sequence, in order. Returns only on failure (success is the exec). `seen`
 // keeps the decoded request for the audit record of a refusal.
 Status launch_sequence(const std::string& policy_path, const Caller& caller, audit::Trail& trail,
@@ -192,16 +225,18 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   auto* request = std::get_if<protocol::LaunchRequest>(&msg.value());
   if (request == nullptr) return Status(Step::kReadRequest, EPROTO, "expected a LAUNCH message");
   const protocol::LaunchRequest& req = seen.emplace(std::move(*request));
+  const validate::Caller who{caller.uid, caller.gid};
   pid_t vm_pid = getpid();  // the VMM keeps this process's pid, unless it forks below
 
-  // 1. Everything checkable is checked before any namespace or mount changes.
-  auto place = validate::check_request(req, policy.value(), {caller.uid, caller.gid},
-                                       dgram.value().fds.size());
+  // 1. Everything checkable is checked before any namespace or mount changes: the request,
+  // the VMM (opened here and executed from this fd), the files, the Landlock layer.
+  auto place = validate::check_request(req, policy.value(), who, dgram.value().fds.size());
   if (!place.ok()) return place.status();
   auto vmm = exec::open_vmm(req.vmm);
   if (!vmm.ok()) return vmm.status();
-  auto files = validate::open_files(req, policy.value(), {caller.uid, caller.gid});
-  if (!files.ok()) return files.status();
+  if (auto checked = validate::open_files(req, policy.value(), who); !checked.ok()) {
+    return checked.status();
+  }
   auto landlock_abi = landlock::plan(policy.value().landlock, landlock::kernel_abi());
   if (!landlock_abi.ok()) return landlock_abi.status();
   // 2. The VMM leads its own session and process group: the supervisor signals -pid.
@@ -216,22 +251,28 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
     if (!fd.ok()) return fd.status();
     if (Status st = netns::join(fd.value().get()); !st.ok()) return st;
   }
-  // 5. A private mount namespace (and PID namespace on request: the one fork).
+  // 5. A private mount namespace (and PID namespace on request: the one fork; the child is
+  // pid 1 and goes on).
   if (Status st = unshare_namespaces(req.pid_namespace); !st.ok()) return st;
   if (req.pid_namespace) {
     auto child_pid = fork_into_pid_namespace(caller);
     if (!child_pid.ok()) return child_pid.status();
     vm_pid = child_pid.value();
   }
-  // 6. Nothing below propagates to the host; then what `ip netns exec` does.
+  // 6. Nothing below propagates to the host; then what `ip netns exec` does. A jail has
+  // neither /sys nor /etc, and mounts a /proc of its own.
   if (Status st = mounts::make_mounts_private(req.propagation_slave); !st.ok()) return st;
-  if (req.pid_namespace) {
+  if (req.pid_namespace && !req.jail) {
     if (Status st = mounts::mount_proc(); !st.ok()) return st;
   }
-  if (req.netns) {
+  if (req.netns && !req.jail) {
     if (Status st = netns::remount_sys(); !st.ok()) return st;
     if (Status st = netns::bind_etc_files(*req.netns); !st.ok()) return st;
   }
+  // The files again, opened and checked in this namespace: the jail's binds are clones of
+  // these fds, and open_tree clones only mounts of the caller's own mount namespace.
+  auto files = validate::open_files(req, policy.value(), who);
+  if (!files.ok()) return files.status();
   // 7. The caller's sandbox dir, no symlinks, with a tmpfs mounted through its fd.
   auto dir = mounts::SandboxDir::make(place.value().root, place.value().name, caller.uid);
   if (!dir.ok()) return dir.status();
@@ -239,6 +280,15 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   if (Status st = dir.value().mount_tmpfs(tmpfs_size, caller.uid, caller.gid); !st.ok()) return st;
   // 8. The links, relative to the tmpfs fd.
   if (Status st = dir.value().create_links(req.links); !st.ok()) return st;
+  // 8b. The jail: everything the VMM may see bound into a fresh root, which it enters. From
+  // here the sandbox dir is the one inside the jail.
+  UniqueFd jail_cwd;
+  if (req.jail) {
+    auto cwd = jail::enter(jail_entries(req, files.value(), dir.value().mount_fd()), req.read_only,
+                           req.sandbox_dir);
+    if (!cwd.ok()) return cwd.status();
+    jail_cwd = cwd.take();
+  }
   // 9. Limits; the audit record while CAP_AUDIT_WRITE is held; then privilege goes:
   // capabilities, no_new_privs, the syscall filter, and the Landlock layer inside it.
   if (Status st = set_rlimits(policy.value()); !st.ok()) return st;
@@ -256,11 +306,21 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   }
   // 10. cwd, the exact fd set, exec from the fd checked in step 1. The helper's own fds move
   // above every number the caller may name first, so no passed fd can take their place.
-  if (Status st = chdir_sandbox(dir.value().mount_fd()); !st.ok()) return st;
+  if (Status st = chdir_sandbox(jail_cwd ? jail_cwd.get() : dir.value().mount_fd()); !st.ok()) {
+    return st;
+  }
+  jail_cwd.reset();
   if (Status st = fds::lift_above_targets(vmm.value().fd); !st.ok()) return st;
   if (Status st = dir.value().lift_fds(); !st.ok()) return st;
   if (Status st = fds::prepare_exec_fds(dgram.value().fds, req.pass_fd_targets); !st.ok()) {
     return st;
+  }
+  // With a PID namespace this process stays as its init; the VMM is its child.
+  if (req.pid_namespace) {
+    auto report_fd = init::fork_vmm(fds::kControlFd, req.vmm);
+    if (!report_fd.ok()) return report_fd.status();
+    Status st = exec::exec_vmm(vmm.value(), req);
+    init::exec_failed(report_fd.value(), st.err(), exit_code_for(st));
   }
   return exec::exec_vmm(vmm.value(), req);
 }
@@ -274,14 +334,6 @@ void discard_unread_messages() {
     // MSG_TRUNC drops the rest of the datagram; fds it carried are closed by the kernel.
     if (recv(fds::kControlFd, &byte, sizeof(byte), MSG_DONTWAIT | MSG_TRUNC) <= 0) break;
   }
-}
-
-int exit_code_for(const Status& st) {
-  if (st.step() == Step::kOpenVmm || st.step() == Step::kExecVmm) {
-    if (st.err() == ENOENT) return 127;
-    if (st.err() == EACCES || st.err() == ENOEXEC) return 126;
-  }
-  return 125;
 }
 
 }  // namespace

@@ -68,7 +68,7 @@ std::string expand_uid(std::string_view glob, uid_t uid) {
 Result<Policy> parse(std::string_view text, std::string_view filename) {
   Policy p;
   bool seen_tmpfs = false, seen_nofile = false, seen_root = false, seen_audit = false,
-       seen_landlock = false;
+       seen_landlock = false, seen_jail = false;
   size_t line_no = 0;
   auto fail = [&](const std::string& why) {
     return Status(Step::kLoadPolicy, EINVAL,
@@ -154,6 +154,16 @@ Result<Policy> parse(std::string_view text, std::string_view filename) {
       }
     } else if (key == "read_only") {
       why = add_path(p.read_only);
+    } else if (key == "jail") {
+      if (seen_jail) return fail("jail given twice");
+      seen_jail = true;
+      if (value == "required") {
+        p.jail = JailMode::kRequired;
+      } else if (value == "off") {
+        p.jail = JailMode::kOff;
+      } else if (value != "optional") {
+        why = "jail must be off, optional or required";
+      }
     } else if (key == "landlock") {
       if (seen_landlock) return fail("landlock given twice");
       seen_landlock = true;
@@ -224,6 +234,11 @@ std::string format(const Policy& p) {
          (p.landlock == LandlockMode::kRequired ? "required"
           : p.landlock == LandlockMode::kOff    ? "off"
                                                 : "best_effort") +
+         "\n";
+  out += std::string("jail = ") +
+         (p.jail == JailMode::kRequired ? "required"
+          : p.jail == JailMode::kOff    ? "off"
+                                        : "optional") +
          "\n";
   return out;
 }

@@ -28,6 +28,13 @@ enum class LandlockMode {
   kOff,         // never
 };
 
+// Whether launches may, or must, be jailed.
+enum class JailMode {
+  kOptional,  // the request decides (the default)
+  kRequired,  // a request without a jail is refused
+  kOff,       // a request with a jail is refused
+};
+
 struct Policy {
   std::vector<std::string> vmms;           // absolute paths the helper may execute
   std::vector<std::string> sandbox_roots;  // a sandbox dir is a direct child of one of these
@@ -40,6 +47,7 @@ struct Policy {
   std::vector<std::string> devices;    // character devices under /dev a VMM may be given
   std::vector<std::string> read_only;  // root-owned paths a VMM may be given read-only
   LandlockMode landlock = LandlockMode::kBestEffort;
+  JailMode jail = JailMode::kOptional;
 };
 
 inline constexpr size_t kMaxPolicyBytes = 64 * 1024;

@@ -180,6 +180,13 @@ Result<SandboxPlace> check_request(const protocol::LaunchRequest& req, const pol
     if (Status st = check_link_target(link.name, link.target, policy); !st.ok()) return st;
   }
 
+  if (req.jail && policy.jail == policy::JailMode::kOff) {
+    return refuse(EPERM, "the request asks for a jail and the policy has jail = off");
+  }
+  if (!req.jail && policy.jail == policy::JailMode::kRequired) {
+    return refuse(EPERM, "the request has no jail and the policy has jail = required");
+  }
+
   if (received_fds != req.pass_fd_targets.size()) {
     return refuse(EINVAL, "the message carries " + std::to_string(received_fds) +
                               " fds but names " + std::to_string(req.pass_fd_targets.size()));
@@ -194,27 +201,28 @@ Result<OpenedFiles> open_files(const protocol::LaunchRequest& req, const policy:
   for (const auto& path : req.devices) {
     auto fd = open_device(path, policy);
     if (!fd.ok()) return fd.status();
-    out.devices.push_back(fd.take());
+    out.devices.push_back({path, fd.take()});
   }
   for (const auto& path : req.read_only) {
     auto fd = open_read_only(path, policy);
     if (!fd.ok()) return fd.status();
-    out.read_only.push_back(fd.take());
+    out.read_only.push_back({path, fd.take()});
   }
   for (const auto& path : req.read_write) {
     auto fd = open_caller_dir("files.read_write entry", path, policy, caller);
     if (!fd.ok()) return fd.status();
-    out.read_write.push_back(fd.take());
+    out.read_write.push_back({path, fd.take()});
   }
   if (req.api_socket_dir) {
     auto fd = open_caller_dir("the API socket's directory", *req.api_socket_dir, policy, caller);
     if (!fd.ok()) return fd.status();
-    out.api_socket_dir = fd.take();
+    out.api_socket_dir = OpenedPath{*req.api_socket_dir, fd.take()};
   }
   for (const auto& link : req.links) {
     auto fd = open_link_target(link.name, link.target, policy);
     if (!fd.ok()) return fd.status();
-    (link.name == "rootfs.ext4" ? out.images_rw : out.images_ro).push_back(fd.take());
+    (link.name == "rootfs.ext4" ? out.images_rw : out.images_ro)
+        .push_back({link.target, fd.take()});
   }
   return out;
 }

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,15 +33,21 @@ Result<SandboxPlace> check_request(const protocol::LaunchRequest& request,
                                    const policy::Policy& policy, const Caller& caller,
                                    size_t received_fds);
 
+// One `files` entry (or image) as the request names it and as it was opened and checked.
+struct OpenedPath {
+  std::string path;
+  UniqueFd fd;  // O_PATH
+};
+
 // The request's `files`, each opened (O_PATH, no symlinks) and checked, in request order, so
 // the rules and binds made from them later name exactly what was checked here.
 struct OpenedFiles {
-  std::vector<UniqueFd> devices;     // character devices beneath /dev that the policy lists
-  std::vector<UniqueFd> read_only;   // in or beneath a policy read_only entry, root-owned chain
-  std::vector<UniqueFd> read_write;  // caller-owned dirs directly under a sandbox root
-  UniqueFd api_socket_dir;           // checked like a read_write entry
-  std::vector<UniqueFd> images_ro;   // link targets other than rootfs.ext4
-  std::vector<UniqueFd> images_rw;   // the rootfs.ext4 link's target
+  std::vector<OpenedPath> devices;           // character devices beneath /dev that the policy lists
+  std::vector<OpenedPath> read_only;         // in or beneath a policy read_only entry, root-owned
+  std::vector<OpenedPath> read_write;        // caller-owned dirs directly under a sandbox root
+  std::optional<OpenedPath> api_socket_dir;  // checked like a read_write entry
+  std::vector<OpenedPath> images_ro;         // link targets other than rootfs.ext4
+  std::vector<OpenedPath> images_rw;         // the rootfs.ext4 link's target
 };
 
 // Opens and checks everything the request's `files` names (nothing when it has none). Refusals

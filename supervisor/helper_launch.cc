@@ -11,6 +11,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 namespace sbx::supervisor {
 namespace {
@@ -65,6 +67,22 @@ int spawn_helper(const std::string& helper_path, int helper_end, Stdio stdio, bo
   return rc;
 }
 
+// The pid a pidfd refers to, in this process's PID namespace (the "Pid:" line of its fdinfo).
+pid_t pid_of_pidfd(int pidfd) {
+  std::ifstream in("/proc/self/fdinfo/" + std::to_string(pidfd));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Pid:", 0) == 0) {
+      try {
+        return static_cast<pid_t>(std::stol(line.substr(4)));
+      } catch (const std::exception&) {
+        return -1;
+      }
+    }
+  }
+  return -1;
+}
+
 SetupFailure failure(std::string step, int err, std::string detail) {
   return SetupFailure{std::move(step), err, std::move(detail), 125};
 }
@@ -112,9 +130,11 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
       !st.ok()) {
     send_failed = failure("control_socket", st.err(), "send LAUNCH: " + st.detail());
   }
-  bool pid_namespace_child = false, confinement_seen = false;
-  while (!out.failure) {
-    auto d = protocol::receive_datagram(ours.get(), reply_timeout_ms, 0, Step::kReadRequest);
+  bool pid_namespace_child = false, confinement_seen = false, vmm_started = false;
+  while (!out.failure && !vmm_started) {
+    // One fd at most: the VMM's pidfd with VMM_STARTED; any other message carrying one is
+    // refused below.
+    auto d = protocol::receive_datagram(ours.get(), reply_timeout_ms, 1, Step::kReadRequest);
     if (!d.ok()) {
       out.failure = send_failed ? send_failed
                                 : failure("control_socket", d.status().err(), d.status().detail());
@@ -129,7 +149,23 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
       out.failure = failure("control_socket", msg.status().err(), msg.status().detail());
       break;
     }
-    if (auto* e = std::get_if<protocol::ErrorReport>(&msg.value())) {
+    const bool is_started = std::holds_alternative<protocol::VmmStarted>(msg.value());
+    if (!d.value().fds.empty() && !is_started) {
+      out.failure = failure("control_socket", EPROTO, "an fd with a message that carries none");
+      break;
+    }
+    if (is_started) {
+      if (!pid_namespace_child || d.value().fds.size() != 1) {
+        out.failure = failure("control_socket", EPROTO, "unexpected VMM_STARTED");
+        break;
+      }
+      out.reported_pid = pid_of_pidfd(d.value().fds[0].get());
+      if (out.reported_pid <= 0) {
+        out.failure = failure("control_socket", EPROTO, "VMM_STARTED without a pidfd");
+        break;
+      }
+      vmm_started = true;
+    } else if (auto* e = std::get_if<protocol::ErrorReport>(&msg.value())) {
       out.failure = SetupFailure{std::string(step_name(e->step)), e->err, e->detail, 125};
     } else if (auto* p = std::get_if<protocol::PidReport>(&msg.value())) {
       if (!request.pid_namespace || pid_namespace_child) {
@@ -165,6 +201,11 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
     if (!out.failure && request.pid_namespace && !pid_namespace_child) {
       out.failure = failure("control_socket", EPROTO, "no pid report from the helper");
     }
+    if (!out.failure && request.pid_namespace && !vmm_started) {
+      out.failure = failure("control_socket", EPROTO,
+                            "the namespace init ended the launch "
+                            "without VMM_STARTED");
+    }
     if (out.failure && pid_namespace_child) {
       // The namespace init failed after the fork: it exits on its own; reap it, bounded.
       kill(out.vmm_pid, SIGKILL);
@@ -173,7 +214,26 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
   } else {
     out.pidfd = std::move(helper_pidfd);
   }
+  if (!out.failure) {
+    if (request.pid_namespace) {
+      out.control = std::move(ours);
+    } else {
+      out.reported_pid = out.vmm_pid;
+    }
+  }
   return out;
+}
+
+std::optional<int> read_vmm_exit(int control, int timeout_ms) {
+  // Anything else on the socket now is out of protocol and ignored; a few messages at most.
+  for (int i = 0; i < 4; ++i) {
+    auto d = protocol::receive_datagram(control, timeout_ms, 0, Step::kReadRequest);
+    if (!d.ok() || d.value().eof) return std::nullopt;
+    auto msg = protocol::decode(d.value().bytes, Step::kReadRequest);
+    if (!msg.ok()) return std::nullopt;
+    if (auto* e = std::get_if<protocol::VmmExit>(&msg.value())) return static_cast<int>(e->status);
+  }
+  return std::nullopt;
 }
 
 }  // namespace sbx::supervisor

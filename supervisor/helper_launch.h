@@ -26,12 +26,21 @@ struct Launched {
   pid_t vmm_pid = -1;         // == pgid; the helper's pid, or the PID-namespace init's
   UniqueFd pidfd;             // pidfd of vmm_pid, opened before the child can be reaped
   uint32_t landlock_abi = 0;  // the Landlock layer the helper applied (0: none)
+  // The VMM's own pid as this process sees it: vmm_pid, or the namespace init's child.
+  pid_t reported_pid = -1;
+  // PID-namespace launches: the control socket, on which the init sends the VMM's own wait
+  // status (VMM_EXIT) before it exits.
+  UniqueFd control;
   std::optional<SetupFailure> failure;
 };
 
 // Preconditions: the caller is a child subreaper (PID-namespace launches hand it the VMM) and
 // has SIGCHLD at its default disposition. `reply_timeout_ms` bounds the wait for EOF. With
 // `stdout_is_events` an inheriting VMM writes its stdout to the supervisor's stderr.
+// The VMM's wait status from a PID-namespace init's VMM_EXIT, if it arrives within
+// `timeout_ms` (the init sends it before it exits, so after the init is reaped it is queued).
+std::optional<int> read_vmm_exit(int control, int timeout_ms);
+
 Launched launch_helper(const std::string& helper_path, const protocol::LaunchRequest& request,
                        Stdio stdio, bool stdout_is_events, int reply_timeout_ms);
 

@@ -122,6 +122,19 @@ Outcome outcome_from(const siginfo_t& info, bool killed_by_ladder) {
   return o;
 }
 
+// The same from a waitpid() status (the VMM's own, reported by a PID-namespace init).
+Outcome outcome_from_status(int status, bool killed_by_ladder) {
+  siginfo_t info{};
+  if (WIFEXITED(status)) {
+    info.si_code = CLD_EXITED;
+    info.si_status = WEXITSTATUS(status);
+  } else {
+    info.si_code = CLD_KILLED;
+    info.si_status = WTERMSIG(status);
+  }
+  return outcome_from(info, killed_by_ladder);
+}
+
 struct Cleanup {
   std::string sandbox_dir;
   bool remove_sandbox_dir = false;
@@ -180,8 +193,11 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
     return o.exit_status();
   }
   const pid_t pid = launched.vmm_pid;
-  events.started(spec.id, pid, pid, t(), launched.landlock_abi);
-  log_info(spec.id, "VMM running as pid " + std::to_string(pid));
+  events.started(spec.id, launched.reported_pid, pid, t(), launched.landlock_abi);
+  log_info(spec.id, "VMM running as pid " + std::to_string(launched.reported_pid) +
+                        (launched.reported_pid != pid
+                             ? " under the PID-namespace init " + std::to_string(pid)
+                             : std::string()));
   GroupSignaller signaller(pid, launched.pidfd.get(), options.signal_mode);
 
   bool ready = !spec.api_socket.has_value();
@@ -216,6 +232,13 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
         signaller.signal_group(SIGKILL);
         waitid(P_PIDFD, launched.pidfd.get(), &info, WEXITED);
         outcome = outcome_from(info, ladder && ladder->killed());
+        // A PID-namespace init reports the VMM's own status before it exits; without it (the
+        // init was killed), the init's status stands.
+        if (launched.control) {
+          if (auto status = read_vmm_exit(launched.control.get(), 100)) {
+            outcome = outcome_from_status(*status, ladder && ladder->killed());
+          }
+        }
       } else {
         outcome = Outcome{OutcomeKind::kLost, 0, 0, "", errno, "waitid on the VMM failed"};
       }

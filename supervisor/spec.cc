@@ -243,6 +243,8 @@ Spec parse_object(const json::object& root) {
     }
   }
   if (const json::value* v = find(root, "files")) spec.files = parse_files(*v);
+  if (const json::value* v = find(root, "jail")) spec.jail = get_bool(*v, "jail");
+  if (spec.jail && !spec.files) spec.files = Files{};  // a jail holds only what files names
   if (vmm_args(spec).size() > protocol::kMaxArgs) throw SpecError("vmm.args", "more than 64 args");
   return spec;
 }
@@ -298,6 +300,7 @@ protocol::LaunchRequest launch_request(const Spec& spec) {
     for (const auto& [name, path] : spec.snapshot) req.links.push_back({name, path});
   }
   req.pid_namespace = spec.pid_namespace;
+  req.jail = spec.jail;
   if (spec.files) {
     req.files = true;
     req.devices = spec.files->devices;

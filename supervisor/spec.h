@@ -45,7 +45,8 @@ struct Spec {
   std::optional<std::string> api_socket;
   uint32_t stop_timeout_ms = 10000;
   uint32_t ready_timeout_ms = 5000;
-  bool pid_namespace = false;
+  bool pid_namespace = true;  // the default: nothing outlives a killed supervisor
+  bool jail = false;
   std::map<std::string, std::string> env;
   Stdio stdio = Stdio::kInherit;
   std::optional<Files> files;

@@ -344,23 +344,43 @@ TEST_F(HelperFactsTest, SignalDispositionsAreReset) {
   stop_probe(env(), run);
 }
 
-// Sequence step 5 with CLONE_NEWPID: the VMM is pid 1 of its namespace, reported to the caller.
-TEST_F(HelperFactsTest, PidNamespaceMakesTheVmmPid1) {
+// Sequence step 5 with CLONE_NEWPID: pid 1 of the namespace is the forwarding init (the
+// helper's own code, not dumpable, no capabilities), the VMM its child, pid 2; both pids are
+// reported to the caller as the caller sees them.
+TEST_F(HelperFactsTest, PidNamespaceRunsTheVmmUnderAForwardingInit) {
   auto args = env().probe_args("pidns");
   args.pid_namespace = true;
   ProbeRun run = start_probe(env(), args);
-  EXPECT_NE(run.launch.vmm_pid(), run.launch.helper_pid());
-  EXPECT_EQ(json_int(run.report, "pid"), 1);
+  const pid_t init = static_cast<pid_t>(json_int(run.launch.line, "init_pid"));
+  EXPECT_NE(init, run.launch.helper_pid());
+  EXPECT_NE(run.launch.vmm_pid(), init);
+  EXPECT_EQ(json_int(run.report, "pid"), 2);
+  EXPECT_EQ(json_int(run.report, "ppid"), 1);
   EXPECT_EQ(json_int(run.report, "pgid"), 1);
   EXPECT_EQ(json_int(run.report, "sid"), 1);
   EXPECT_NE(json_int(run.report, "pidns_inode"),
             static_cast<int64_t>(inode_of("/proc/self/ns/pid")));
-  std::ifstream comm_file("/proc/" + std::to_string(run.launch.vmm_pid()) + "/comm");
+  std::ifstream vmm_comm("/proc/" + std::to_string(run.launch.vmm_pid()) + "/comm");
   std::string comm;
-  std::getline(comm_file, comm);
-  EXPECT_EQ(json_str(run.report, "proc_pid1_comm"), comm);
+  std::getline(vmm_comm, comm);
   EXPECT_EQ(comm, "sbx-probe-vmm");
-  EXPECT_EQ(json_int(run.report, "pdeathsig"), SIGKILL);
+  std::ifstream init_comm("/proc/" + std::to_string(init) + "/comm");
+  std::getline(init_comm, comm);
+  EXPECT_EQ(json_str(run.report, "proc_pid1_comm"), comm);
+  EXPECT_EQ(comm, "sbx-nsexec");
+  // The init: no capabilities, not dumpable (root reads it from outside).
+  std::ifstream status("/proc/" + std::to_string(init) + "/status");
+  std::string line, cap_eff, cap_prm;
+  while (std::getline(status, line)) {
+    if (line.starts_with("CapEff:")) cap_eff = line.substr(7);
+    if (line.starts_with("CapPrm:")) cap_prm = line.substr(7);
+  }
+  EXPECT_NE(cap_eff.find("0000000000000000"), std::string::npos) << cap_eff;
+  EXPECT_NE(cap_prm.find("0000000000000000"), std::string::npos) << cap_prm;
+  struct stat st;
+  // A non-dumpable process's /proc/PID files belong to root.
+  ASSERT_EQ(stat(("/proc/" + std::to_string(init) + "/mem").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
   stop_probe(env(), run);
 }
 
@@ -514,7 +534,8 @@ TEST_F(HelperInvocationTest, CheckPolicyPrintsThePolicy) {
                                "rlimit_nofile = 512\n"
                                "allow_root_vmm = false\n"
                                "audit = best_effort\n"
-                               "landlock = best_effort\n";
+                               "landlock = best_effort\n"
+                               "jail = optional\n";
   EXPECT_EQ(out, expected);
 }
 

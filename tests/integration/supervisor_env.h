@@ -70,7 +70,8 @@ class SupervisorEnvTest : public HelperEnvTest {
   static const std::string& supervisor() { return supervisor_; }
 
   // A spec that launches the probe with `probe_flags` after --report (and --api-sock when
-  // `with_api_socket`), in the env's netns, linking vmlinux and rootfs.ext4.
+  // `with_api_socket`), in the env's netns, linking vmlinux and rootfs.ext4, with
+  // "pid_namespace": false (set it to true, or remove it for the default).
   ProbeSpec probe_spec(const std::string& tag, const std::vector<std::string>& probe_flags = {},
                        bool with_api_socket = true);
   // Writes the spec as a root 0644 file in work() (readable by the test user); returns its path.

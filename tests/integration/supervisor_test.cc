@@ -82,7 +82,15 @@ class SupervisorRunTest : public SupervisorEnvTest {
   void expect_started_and_ready(const Running& r, const ProbeSpec& spec) {
     EXPECT_EQ(json_str(r.started, "id"), spec.id);
     EXPECT_GT(json_int(r.started, "pid"), 1);
-    EXPECT_EQ(json_int(r.started, "pgid"), json_int(r.started, "pid"));
+    const json::value* pidns = spec.json.if_contains("pid_namespace");
+    if (pidns == nullptr || pidns->as_bool()) {
+      // The VMM runs under the namespace init, which leads the process group.
+      EXPECT_NE(json_int(r.started, "pgid"), json_int(r.started, "pid"));
+      EXPECT_EQ(getpgid(r.vmm_pid()), json_int(r.started, "pgid"));
+      EXPECT_EQ(json_int(r.report, "pid"), 2);
+    } else {
+      EXPECT_EQ(json_int(r.started, "pgid"), json_int(r.started, "pid"));
+    }
     EXPECT_EQ(json_str(r.ready, "id"), spec.id);
     EXPECT_GE(json_int(r.ready, "t_ms"), json_int(r.started, "t_ms"));
   }
@@ -217,14 +225,17 @@ TEST_F(SupervisorRunTest, PidNamespaceTakesASetsidChildAlong) {
   spec.json["stop_timeout_ms"] = 1500;
   Running r = launch(spec);
   expect_started_and_ready(r, spec);
-  EXPECT_EQ(json_int(r.report, "pid"), 1);
   EXPECT_FALSE(r.report.at("setsid_child").is_null());
-  // The report's pids are the namespace's: find the two processes from here.
+  // The report's pids are the namespace's: find the three processes from here.
+  const pid_t init = static_cast<pid_t>(json_int(r.started, "pgid"));
   std::vector<pid_t> inside = live_test_user_processes_except(r.run->pid());
-  ASSERT_EQ(inside.size(), 2u) << "expected the init and its setsid child: "
+  ASSERT_EQ(inside.size(), 3u) << "expected the init, the VMM and its setsid child: "
                                << ::testing::PrintToString(inside);
-  pid_t child = inside[0] == r.vmm_pid() ? inside[1] : inside[0];
-  EXPECT_NE(child, r.vmm_pid());
+  pid_t child = -1;
+  for (pid_t p : inside) {
+    if (p != init && p != r.vmm_pid()) child = p;
+  }
+  ASSERT_GT(child, 0);
   EXPECT_EQ(session_of(child), child) << "the child did not leave the VMM's session";
   EXPECT_NE(getpgid(child), r.vmm_pid());
   ASSERT_TRUE(wait_sigterm_disposition({r.vmm_pid(), child}, /*ignored=*/true));
@@ -269,7 +280,8 @@ TEST_F(SupervisorRunTest, SupervisorKilledTakesThePidNamespaceAlong) {
   Running r = launch(spec);
   expect_started_and_ready(r, spec);
   std::vector<pid_t> inside = live_test_user_processes_except(r.run->pid());
-  EXPECT_EQ(inside.size(), 3u) << ::testing::PrintToString(inside);
+  EXPECT_EQ(inside.size(), 4u) << "the init, the VMM and its two children: "
+                               << ::testing::PrintToString(inside);
   ASSERT_TRUE(wait_sigterm_disposition({r.vmm_pid()}, /*ignored=*/false));
   ASSERT_EQ(kill(r.run->pid(), SIGKILL), 0);
   EXPECT_EQ(r.run->reap(), -SIGKILL);

@@ -180,9 +180,11 @@ int main(int argc, char** argv) {
 
   pid_t vmm_pid = pid;
   int landlock_abi = -1;  // -1: no confinement report came
+  pid_t init_pid = -1;    // PID namespace: the namespace init (our child, CLONE_PARENT)
+  bool started = false;   // PID namespace: VMM_STARTED came
   std::string error = "null";
   while (true) {
-    auto d = protocol::receive_datagram(ours.get(), 30000, 0, sbx::Step::kReadRequest);
+    auto d = protocol::receive_datagram(ours.get(), 30000, 1, sbx::Step::kReadRequest);
     if (!d.ok()) {
       error = "{\"step\":\"driver\",\"errno\":" + std::to_string(d.status().err()) +
               ",\"detail\":" + json_string(d.status().message()) + "}";
@@ -195,20 +197,33 @@ int main(int argc, char** argv) {
               ",\"detail\":" + json_string(msg.status().message()) + "}";
       break;
     }
+    if (std::holds_alternative<protocol::VmmStarted>(msg.value())) {
+      // PID namespace: the init executed the VMM; its pidfd names the VMM's pid as seen here.
+      if (d.value().fds.size() == 1) {
+        std::ifstream info("/proc/self/fdinfo/" + std::to_string(d.value().fds[0].get()));
+        std::string line;
+        while (std::getline(info, line)) {
+          if (line.rfind("Pid:", 0) == 0) vmm_pid = std::atoi(line.c_str() + 4);
+        }
+      }
+      started = true;
+      break;
+    }
     if (auto* e = std::get_if<protocol::ErrorReport>(&msg.value())) {
       error = "{\"step\":" + json_string(std::string(sbx::step_name(e->step))) +
               ",\"errno\":" + std::to_string(e->err) + ",\"detail\":" + json_string(e->detail) +
               "}";
     } else if (auto* p = std::get_if<protocol::PidReport>(&msg.value())) {
+      init_pid = p->pid;
       vmm_pid = p->pid;
     } else if (auto* c = std::get_if<protocol::ConfinementReport>(&msg.value())) {
       landlock_abi = static_cast<int>(c->landlock_abi);
     }
   }
   std::printf(
-      "{\"event\":\"launch\",\"helper_pid\":%d,\"vmm_pid\":%d,\"landlock_abi\":%d,"
-      "\"error\":%s}\n",
-      pid, vmm_pid, landlock_abi, error.c_str());
+      "{\"event\":\"launch\",\"helper_pid\":%d,\"vmm_pid\":%d,\"init_pid\":%d,"
+      "\"landlock_abi\":%d,\"error\":%s}\n",
+      pid, vmm_pid, init_pid, landlock_abi, error.c_str());
   std::fflush(stdout);
   if (!wait_for_exit) return 0;
 
@@ -219,9 +234,22 @@ int main(int argc, char** argv) {
     int status;
     pid_t r = waitpid(-1, &status, 0);
     if (r < 0) break;
-    if (r == vmm_pid) {
+    if (r == (init_pid > 0 ? init_pid : vmm_pid)) {
       vmm_status = status;
       vmm_reaped = true;
+    }
+  }
+  // The init reported the VMM's own status before it exited.
+  if (started && vmm_reaped) {
+    for (int tries = 0; tries < 4; ++tries) {
+      auto d = protocol::receive_datagram(ours.get(), 100, 0, sbx::Step::kReadRequest);
+      if (!d.ok() || d.value().eof) break;
+      auto msg = protocol::decode(d.value().bytes, sbx::Step::kReadRequest);
+      if (!msg.ok()) break;
+      if (auto* e = std::get_if<protocol::VmmExit>(&msg.value())) {
+        vmm_status = static_cast<int>(e->status);
+        break;
+      }
     }
   }
   if (!vmm_reaped) {

@@ -43,7 +43,8 @@ TEST(Spec, MinimalSpecGetsTheDocumentedDefaults) {
   EXPECT_EQ(s.mode, Mode::kBoot);
   EXPECT_EQ(s.stop_timeout_ms, 10000u);
   EXPECT_EQ(s.ready_timeout_ms, 5000u);
-  EXPECT_FALSE(s.pid_namespace);
+  EXPECT_TRUE(s.pid_namespace);  // nothing outlives a killed supervisor unless asked
+  EXPECT_FALSE(s.jail);
   EXPECT_EQ(s.stdio, Stdio::kInherit);
 }
 

@@ -1,0 +1,139 @@
+#include "helper/init.h"
+
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "common/protocol.h"
+
+namespace sbx::init {
+namespace {
+
+// The signals the init forwards to the VMM, and why each: the supervisor's stop ladder
+// (TERM, then CONT so a stopped VMM can act on it), and what a terminal or a service manager
+// sends a foreground VMM (INT, HUP, QUIT, USR1, USR2). SIGCHLD is not forwarded: it is how the
+// init learns that a process of the namespace ended.
+constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT};
+
+// One datagram, with at most one fd; no allocation.
+void send_message(int sock, std::span<const uint8_t> bytes, int fd) {
+  iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  if (fd >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  }
+  while (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  }
+}
+
+// What the failed exec's child sent: its errno and the exit code it chose.
+struct ExecFailure {
+  int err;
+  int exit_code;
+};
+
+[[noreturn]] void serve(int control_fd, pid_t vmm, int exec_report, const sigset_t& forwarded,
+                        std::vector<uint8_t>& started, std::vector<uint8_t>& exit_msg,
+                        std::vector<uint8_t>& error_msg) {
+  ExecFailure failure{};
+  ssize_t n;
+  do {
+    n = read(exec_report, &failure, sizeof(failure));
+  } while (n < 0 && errno == EINTR);
+  close(exec_report);
+  if (n == static_cast<ssize_t>(sizeof(failure))) {
+    int status;
+    while (waitpid(vmm, &status, 0) < 0 && errno == EINTR) {
+    }
+    protocol::patch_u32(error_msg, protocol::kErrorErrnoOffset, static_cast<uint32_t>(failure.err));
+    send_message(control_fd, error_msg, -1);
+    _exit(failure.exit_code);
+  }
+  // EOF: the exec happened (the pipe's write end was close-on-exec). The supervisor gets a
+  // pidfd of the VMM, from which it reads the VMM's pid as it sees it.
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, vmm, 0));
+  send_message(control_fd, started, pidfd);
+  if (pidfd >= 0) close(pidfd);
+  // The init keeps nothing of the VMM's: only stdio and the control socket stay open.
+  close_range(static_cast<unsigned>(control_fd) + 1, ~0U, 0);
+  while (true) {
+    siginfo_t info;
+    int sig = sigwaitinfo(&forwarded, &info);
+    if (sig < 0) continue;
+    if (sig != SIGCHLD) {
+      kill(vmm, sig);
+      continue;
+    }
+    int status;
+    pid_t reaped;
+    while ((reaped = waitpid(-1, &status, WNOHANG)) > 0) {
+      if (reaped != vmm) continue;
+      protocol::patch_u32(exit_msg, protocol::kVmmExitStatusOffset, static_cast<uint32_t>(status));
+      send_message(control_fd, exit_msg, -1);
+      _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
+  }
+}
+
+}  // namespace
+
+Result<int> fork_vmm(int control_fd, const std::string& vmm) {
+  sigset_t forwarded, previous;
+  sigemptyset(&forwarded);
+  for (int sig : kForwarded) sigaddset(&forwarded, sig);
+  sigaddset(&forwarded, SIGCHLD);
+  // Encoded now: the init allocates nothing after the fork.
+  std::vector<uint8_t> started = protocol::encode(protocol::VmmStarted{});
+  std::vector<uint8_t> exit_msg = protocol::encode(protocol::VmmExit{0});
+  std::vector<uint8_t> error_msg =
+      protocol::encode(protocol::ErrorReport{Step::kExecVmm, 0, "execveat " + vmm});
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    return Status(Step::kForkVmm, errno, "pipe for the exec's outcome");
+  }
+  // Blocked before the fork, so no signal sent in between is lost: it waits for sigwaitinfo.
+  sigprocmask(SIG_BLOCK, &forwarded, &previous);
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
+    sigprocmask(SIG_SETMASK, &previous, nullptr);
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
+    return Status(Step::kForkVmm, err, "fork the VMM");
+  }
+  if (pid == 0) {
+    sigprocmask(SIG_SETMASK, &previous, nullptr);
+    close(pipe_fds[0]);
+    return pipe_fds[1];
+  }
+  close(pipe_fds[1]);
+  serve(control_fd, pid, pipe_fds[0], forwarded, started, exit_msg, error_msg);
+}
+
+void exec_failed(int report_fd, int err, int exit_code) {
+  struct {
+    int err;
+    int exit_code;
+  } failure{err, exit_code};
+  (void)!write(report_fd, &failure, sizeof(failure));
+  _exit(exit_code);
+}
+
+}  // namespace sbx::init

@@ -1,0 +1,209 @@
+#include "helper/jail.h"
+
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <string_view>
+
+#include "common/names.h"
+#include "helper/paths.h"
+
+namespace sbx::jail {
+namespace {
+
+Status fail(Step step, int err, std::string detail) {
+  return Status(step, err, std::move(detail));
+}
+
+// Opens (creating each missing directory, mode 0755) `rel`, a relative directory path inside
+// the jail root, never leaving the root's own tmpfs: RESOLVE_NO_XDEV refuses to walk into a
+// bind, so nothing is ever created on a host filesystem.
+Result<UniqueFd> make_dirs(int root, std::string_view rel) {
+  UniqueFd dir(fcntl(root, F_DUPFD_CLOEXEC, 0));
+  if (!dir) return fail(Step::kBuildJail, errno, "dup the jail root");
+  while (!rel.empty()) {
+    size_t slash = rel.find('/');
+    std::string comp(rel.substr(0, slash));
+    rel = slash == std::string_view::npos ? std::string_view() : rel.substr(slash + 1);
+    if (mkdirat(dir.get(), comp.c_str(), 0755) != 0 && errno != EEXIST) {
+      return fail(Step::kBuildJail, errno, "mkdir " + comp + " in the jail");
+    }
+    open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+    UniqueFd next(
+        static_cast<int>(syscall(SYS_openat2, dir.get(), comp.c_str(), &how, sizeof(how))));
+    if (!next) return fail(Step::kBuildJail, errno, "open " + comp + " in the jail");
+    dir = std::move(next);
+  }
+  return dir;
+}
+
+// Binds `source_fd` at `path` inside the jail (an empty directory or file made for it first).
+Status bind_at(int root, const std::string& path, int source_fd, uint64_t attributes) {
+  struct stat st;
+  if (fstat(source_fd, &st) != 0) return fail(Step::kBuildJail, errno, "fstat " + path);
+  std::string_view parent_rel = path_dirname(path) == "/" ? "" : path_dirname(path).substr(1);
+  std::string name(path_basename(path));
+  auto parent = make_dirs(root, parent_rel);
+  if (!parent.ok()) return parent.status();
+  if (S_ISDIR(st.st_mode)) {
+    if (mkdirat(parent.value().get(), name.c_str(), 0755) != 0) {
+      return fail(Step::kBuildJail, errno, "mkdir " + path + " in the jail");
+    }
+  } else {
+    int fd =
+        openat(parent.value().get(), name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) return fail(Step::kBuildJail, errno, "create " + path + " in the jail");
+    close(fd);
+  }
+  UniqueFd clone(static_cast<int>(
+      syscall(SYS_open_tree, source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)));
+  if (!clone) return fail(Step::kBuildJail, errno, "open_tree (clone) " + path);
+  mount_attr attr{};
+  attr.attr_set = attributes;
+  if (attributes != 0 &&
+      syscall(SYS_mount_setattr, clone.get(), "", AT_EMPTY_PATH, &attr, sizeof(attr)) != 0) {
+    return fail(Step::kBuildJail, errno, "mount_setattr on the bind of " + path);
+  }
+  if (move_mount(clone.get(), "", parent.value().get(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) !=
+      0) {
+    return fail(Step::kBuildJail, errno, "move_mount the bind of " + path);
+  }
+  return {};
+}
+
+// A fresh procfs of the current PID namespace at /proc, showing only processes where the
+// kernel supports subset=pid.
+Status mount_proc(int root) {
+  if (mkdirat(root, "proc", 0555) != 0) return fail(Step::kBuildJail, errno, "mkdir /proc");
+  UniqueFd fs(fsopen("proc", FSOPEN_CLOEXEC));
+  if (!fs) return fail(Step::kBuildJail, errno, "fsopen proc");
+  // Older kernels do not know subset=pid: the procfs then shows its usual files too.
+  (void)fsconfig(fs.get(), FSCONFIG_SET_STRING, "subset", "pid", 0);
+  if (fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
+    return fail(Step::kBuildJail, errno, "create procfs");
+  }
+  UniqueFd mnt(
+      fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
+  if (!mnt) return fail(Step::kBuildJail, errno, "fsmount procfs");
+  if (move_mount(mnt.get(), "", root, "proc", MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    return fail(Step::kBuildJail, errno, "move_mount procfs onto /proc");
+  }
+  return {};
+}
+
+// The basic device nodes every VMM may use, bound from the host's /dev (no ioctl beyond what
+// their drivers offer anyone; Landlock denies device ioctls on them).
+Status bind_basic_devices(int root) {
+  UniqueFd dev(paths::open_no_symlinks(AT_FDCWD, "/dev", O_PATH | O_DIRECTORY, false));
+  if (!dev) return fail(Step::kBuildJail, errno, "open /dev");
+  for (const char* name : {"null", "zero", "full", "random", "urandom"}) {
+    UniqueFd node(paths::open_no_symlinks(dev.get(), name, O_PATH, true));
+    struct stat st;
+    if (!node || fstat(node.get(), &st) != 0 || !S_ISCHR(st.st_mode)) {
+      return fail(Step::kBuildJail, node ? ENODEV : errno,
+                  std::string("/dev/") + name + " is not a character device");
+    }
+    if (Status s = bind_at(root, std::string("/dev/") + name, node.get(), kDevice); !s.ok()) {
+      return s;
+    }
+  }
+  return {};
+}
+
+// Merged-/usr hosts make /lib, /lib64, /bin ... symlinks into /usr; a VMM's PT_INTERP names
+// /lib64/ld-linux-x86-64.so.2. Each such root-owned link of the host whose target a read-only
+// entry covers is recreated in the jail, with the same relative target.
+Status recreate_usr_links(int root, const std::vector<std::string>& read_only_paths) {
+  UniqueFd host_root(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!host_root) return fail(Step::kBuildJail, errno, "open /");
+  for (const char* name : {"bin", "sbin", "lib", "lib32", "lib64", "libx32"}) {
+    char target[64];
+    ssize_t n = readlinkat(host_root.get(), name, target, sizeof(target) - 1);
+    if (n <= 0) continue;  // not a symlink, or absent
+    std::string t(target, static_cast<size_t>(n));
+    if (t != std::string("usr/") + name) continue;
+    const std::string covered = "/usr/" + std::string(name);
+    std::string_view rest;
+    bool given =
+        std::any_of(read_only_paths.begin(), read_only_paths.end(),
+                    [&](const std::string& p) { return path_relative_to(p, covered, &rest); });
+    if (!given) continue;
+    if (symlinkat(t.c_str(), root, name) != 0 && errno != EEXIST) {
+      return fail(Step::kBuildJail, errno, std::string("symlink /") + name + " in the jail");
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<UniqueFd> enter(const std::vector<Entry>& entries,
+                       const std::vector<std::string>& read_only_paths, const std::string& cwd) {
+  // Nested entries would need a mountpoint inside another bind, that is on a host
+  // filesystem: refused, with both paths named.
+  for (const Entry& a : entries) {
+    for (const Entry& b : entries) {
+      std::string_view rest;
+      if (&a != &b && path_relative_to(a.path, b.path, &rest)) {
+        return fail(Step::kBuildJail, EINVAL,
+                    b.path + (rest.empty() ? " is given twice" : " lies inside " + a.path) +
+                        ": a jail binds each path once");
+      }
+    }
+    if (std::string_view rest; path_relative_to("/proc", a.path, &rest) ||
+                               path_relative_to(a.path, "/dev", &rest) ||
+                               path_relative_to(a.path, "/proc", &rest)) {
+      return fail(Step::kBuildJail, EINVAL, a.path + " overlaps the jail's own /dev or /proc");
+    }
+  }
+  // The new root: a small tmpfs, attached over /tmp of this private mount namespace (any
+  // directory would do: the old tree is detached below and the host never sees it).
+  UniqueFd fs(fsopen("tmpfs", FSOPEN_CLOEXEC));
+  if (!fs) return fail(Step::kBuildJail, errno, "fsopen tmpfs");
+  if (fsconfig(fs.get(), FSCONFIG_SET_STRING, "size", "1m", 0) != 0 ||
+      fsconfig(fs.get(), FSCONFIG_SET_STRING, "mode", "0755", 0) != 0 ||
+      fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
+    return fail(Step::kBuildJail, errno, "create the jail's tmpfs");
+  }
+  UniqueFd root(
+      fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
+  if (!root) return fail(Step::kBuildJail, errno, "fsmount the jail's tmpfs");
+  UniqueFd over(paths::open_no_symlinks(AT_FDCWD, "/tmp", O_PATH | O_DIRECTORY, false));
+  if (!over) return fail(Step::kBuildJail, errno, "open /tmp to attach the jail's root");
+  if (move_mount(root.get(), "", over.get(), "",
+                 MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
+    return fail(Step::kBuildJail, errno, "move_mount the jail's root");
+  }
+  auto dev = make_dirs(root.get(), "dev");
+  if (!dev.ok()) return dev.status();
+  if (Status s = bind_basic_devices(root.get()); !s.ok()) return s;
+  for (const Entry& e : entries) {
+    if (Status s = bind_at(root.get(), e.path, e.fd, e.attributes); !s.ok()) return s;
+  }
+  if (Status s = mount_proc(root.get()); !s.ok()) return s;
+  if (Status s = recreate_usr_links(root.get(), read_only_paths); !s.ok()) return s;
+  mount_attr ro{};
+  ro.attr_set = MOUNT_ATTR_RDONLY;
+  if (syscall(SYS_mount_setattr, root.get(), "", AT_EMPTY_PATH, &ro, sizeof(ro)) != 0) {
+    return fail(Step::kBuildJail, errno, "make the jail's root read-only");
+  }
+  // pivot_root(".", "."): the old root ends up stacked under the new one at "/", and the
+  // detach takes it away with no directory left to reach it through.
+  if (fchdir(root.get()) != 0) return fail(Step::kPivotRoot, errno, "fchdir to the jail's root");
+  if (syscall(SYS_pivot_root, ".", ".") != 0) return fail(Step::kPivotRoot, errno, "pivot_root");
+  if (umount2(".", MNT_DETACH) != 0) return fail(Step::kPivotRoot, errno, "detach the old root");
+  if (chdir("/") != 0) return fail(Step::kPivotRoot, errno, "chdir /");
+  UniqueFd dir(paths::open_no_symlinks(AT_FDCWD, cwd, O_PATH | O_DIRECTORY, false));
+  if (!dir) return fail(Step::kPivotRoot, errno, "open " + cwd + " in the jail");
+  return dir;
+}
+
+}  // namespace sbx::jail
