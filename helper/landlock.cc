@@ -77,7 +77,12 @@ Result<int> plan(policy::LandlockMode mode, int kernel) {
   return kernel < kLayerAbi ? kernel : kLayerAbi;
 }
 
-Status add_runtime_paths(std::vector<Rule>& rules) {
+Status add_runtime_paths(std::vector<Rule>& rules, bool jailed) {
+  if (jailed) {
+    UniqueFd dev(paths::open_no_symlinks(AT_FDCWD, "/dev", O_PATH | O_DIRECTORY, false));
+    if (!dev) return Status(Step::kLandlock, errno, "open /dev for its rule");
+    rules.push_back({std::move(dev), kReadDir});
+  }
   const std::pair<const char*, uint64_t> paths[] = {
       {"/proc", kProc},
       {"/dev/null", kBasicDevice},

@@ -65,9 +65,10 @@ struct Rule {
 };
 
 // The paths every VMM with filesystem rules may use besides its declared files: /proc (read)
-// and /dev/{null,zero,full,random,urandom} (read and write, no ioctl). Opened without
-// following symlinks; a missing one is left out.
-Status add_runtime_paths(std::vector<Rule>& rules);
+// and /dev/{null,zero,full,random,urandom} (read and write, no ioctl); in a jail also the
+// listing of its /dev, which holds only those and its devices. Opened without following
+// symlinks; a missing one is left out.
+Status add_runtime_paths(std::vector<Rule>& rules, bool jailed);
 
 // Builds the ruleset for `abi` and restricts this thread (and what it executes) to it.
 // `fs_rules`: handle every filesystem right the ABI knows and allow only `rules`; without

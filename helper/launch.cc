@@ -146,7 +146,7 @@ Status apply_landlock(int abi, const protocol::LaunchRequest& req, validate::Ope
     if (files.api_socket_dir) {
       rules.push_back({std::move(files.api_socket_dir->fd), landlock::kReadWriteDir});
     }
-    if (Status st = landlock::add_runtime_paths(rules); !st.ok()) return st;
+    if (Status st = landlock::add_runtime_paths(rules, req.jail); !st.ok()) return st;
   }
   if (Status st = landlock::apply(abi, req.files, rules); !st.ok()) return st;
   auto bytes = protocol::encode(protocol::ConfinementReport{static_cast<uint32_t>(abi)});

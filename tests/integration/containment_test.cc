@@ -110,20 +110,8 @@ class ContainmentTest : public SupervisorEnvTest {
     return env().wait_for_report(report + ".attacks");
   }
 
-  // A caller-owned directory directly under the sandbox root (a files.read_write entry).
   std::string make_caller_dir(const std::string& stem) {
-    const std::string dir = env().sandboxes() + "/" + stem + "-" + std::to_string(++dirs_made_);
-    if (mkdir(dir.c_str(), 0700) != 0 || chown(dir.c_str(), kTestUid, kTestGid) != 0) {
-      throw std::runtime_error("make " + dir + ": " + std::strerror(errno));
-    }
-    caller_dirs_.push_back(dir);
-    return dir;
-  }
-
-  void TearDown() override {
-    std::error_code ec;
-    for (const auto& d : caller_dirs_) fs::remove_all(d, ec);
-    SupervisorEnvTest::TearDown();
+    return env().make_caller_dir(stem + "-" + std::to_string(++dirs_made_));
   }
 
   // The attacks from inside a sandbox, with or without a PID namespace, against the attacker's
@@ -236,7 +224,6 @@ class ContainmentTest : public SupervisorEnvTest {
 
  private:
   int dirs_made_ = 0;
-  std::vector<std::string> caller_dirs_;
 };
 
 TEST_F(ContainmentTest, AttacksOnSupervisorAndSiblingFail) {

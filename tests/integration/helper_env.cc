@@ -395,7 +395,8 @@ protocol::LaunchRequest make_request(const LaunchArgs& args) {
   req.read_only = args.read_only;
   req.read_write = args.read_write;
   req.api_socket_dir = args.api_socket_dir;
-  req.files = args.files || !args.devices.empty() || !args.read_only.empty() ||
+  req.jail = args.jail;
+  req.files = args.files || args.jail || !args.devices.empty() || !args.read_only.empty() ||
               !args.read_write.empty() || args.api_socket_dir;
   return req;
 }
@@ -655,6 +656,12 @@ std::string HelperEnv::make_work_file(const std::string& name, const std::string
   return path;
 }
 
+std::string HelperEnv::make_caller_dir(const std::string& name) {
+  std::string path = sandboxes_ + "/" + name;
+  make_dir(path, 0700, kTestUid, kTestGid);
+  return path;
+}
+
 std::string HelperEnv::fresh_path(const std::string& stem) {
   return dir_ + "/" + stem + "-" + std::to_string(++counter_);
 }
@@ -703,6 +710,7 @@ Launch HelperEnv::launch(const LaunchArgs& args) {
       argv.insert(argv.end(), {"--pass-file", path + ":" + std::to_string(target)});
     }
     if (args.files) argv.push_back("--files");
+    if (args.jail) argv.push_back("--jail");
     for (const auto& d : args.devices) argv.insert(argv.end(), {"--device", d});
     for (const auto& r : args.read_only) argv.insert(argv.end(), {"--read-only", r});
     for (const auto& r : args.read_write) argv.insert(argv.end(), {"--read-write", r});

@@ -93,6 +93,7 @@ struct LaunchArgs {
   bool files = false;
   std::vector<std::string> devices, read_only, read_write;
   std::optional<std::string> api_socket_dir;
+  bool jail = false;
   std::string raw_file;  // --raw: these bytes instead of an encoded request
   bool empty = false;    // --empty: a zero-length datagram
   std::vector<std::string> vmm_args;
@@ -179,6 +180,10 @@ class HelperEnv {
 
   // A root-owned 0644 file NAME in work() (readable by the test user); returns its path.
   std::string make_work_file(const std::string& name, const std::string& content);
+
+  // A directory NAME directly under the sandbox root, owned by the test user, mode 0700 (a
+  // files.read_write entry, an API socket's directory); after_test removes it.
+  std::string make_caller_dir(const std::string& name);
 
   // A fresh path in the private dir (not created).
   std::string fresh_path(const std::string& stem);

@@ -46,7 +46,7 @@ std::string json_string(const std::string& s) {
   std::fprintf(stderr,
                "usage: sbx-test-launch --helper PATH (--raw FILE | --empty | --id ID --vmm PATH\n"
                "       --sandbox-dir DIR [--netns NAME] [--link NAME=TARGET]... [--env K=V]...\n"
-               "       [--pidns] [--slave] [--pass-file PATH:TARGETFD]... [--files]\n"
+               "       [--pidns] [--slave] [--pass-file PATH:TARGETFD]... [--files] [--jail]\n"
                "       [--device PATH]... [--read-only PATH]... [--read-write PATH]...\n"
                "       [--api-socket-dir DIR]) [--no-wait]\n"
                "       [-- VMM ARGS...]\n");
@@ -108,6 +108,9 @@ int main(int argc, char** argv) {
       req.pass_fd_targets.push_back(std::atoi(v.substr(colon + 1).c_str()));
     } else if (a == "--files") {
       req.files = true;
+    } else if (a == "--jail") {
+      req.files = true;
+      req.jail = true;
     } else if (a == "--device") {
       req.files = true;
       req.devices.push_back(value());

@@ -348,6 +348,12 @@ struct Options {
   std::vector<std::string> exec_written;
   std::optional<std::string> attack_file;
   std::optional<std::string> connect;
+  // What the VMM's filesystem view holds (the jail tests).
+  std::vector<std::string> check_paths;     // lstat errno of each
+  std::vector<std::string> try_write_dirs;  // errno of creating a file in each
+  std::vector<std::string> open_write;      // errno of opening each for writing
+  std::vector<std::string> try_connect;     // errno of connecting to each unix socket
+  bool sigterm_default = false;             // leave SIGTERM at its default: it kills the probe
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -489,6 +495,73 @@ void WriteFileAttacks(JsonWriter& w, const Options& opt) {
   w.EndObject();
 }
 
+long long ConnectErrno(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return ENAMETOOLONG;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  long long err = ErrnoOf(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
+  close(fd);
+  return err;
+}
+
+// The filesystem view: mount points, /dev, /proc's pids, and what can be reached or written.
+void WriteViewFacts(JsonWriter& w, const Options& opt) {
+  w.Key("mount_points").BeginArray();
+  if (auto text = ReadFile("/proc/self/mountinfo", 1 << 22)) {
+    for (const std::string& line : SplitLines(*text)) {
+      std::vector<std::string> f = SplitSpaces(line);
+      if (f.size() > 4) w.String(UnescapeOctal(f[4]));
+    }
+  }
+  w.EndArray();
+  w.Key("dev_entries");
+  if (auto names = ListDir("/dev")) {
+    w.BeginArray();
+    for (const auto& n : *names) w.String(n);
+    w.EndArray();
+  } else {
+    w.Null();
+  }
+  w.Key("proc_pids");
+  if (auto names = ListDir("/proc")) {
+    w.BeginArray();
+    for (const auto& n : *names) {
+      if (!n.empty() && n.find_first_not_of("0123456789") == std::string::npos) w.String(n);
+    }
+    w.EndArray();
+  } else {
+    w.Null();
+  }
+  w.Key("check_paths").BeginObject();
+  for (const auto& p : opt.check_paths) {
+    struct stat st;
+    w.Key(p).Int(ErrnoOf(lstat(p.c_str(), &st)));
+  }
+  w.EndObject();
+  w.Key("try_write").BeginObject();
+  for (const auto& dir : opt.try_write_dirs) {
+    const std::string path = dir + "/probe-write-" + std::to_string(getpid());
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    w.Key(dir).Int(ErrnoOf(fd));
+    if (fd >= 0) {
+      close(fd);
+      unlink(path.c_str());
+    }
+  }
+  w.EndObject();
+  w.Key("open_write").BeginObject();
+  for (const auto& p : opt.open_write) {
+    w.Key(p).Int(SyscallErrno(open(p.c_str(), O_WRONLY | O_CLOEXEC), true));
+  }
+  w.EndObject();
+  w.Key("try_connect").BeginObject();
+  for (const auto& p : opt.try_connect) w.Key(p).Int(ConnectErrno(p));
+  w.EndObject();
+}
+
 int ConnectTo(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -532,15 +605,28 @@ Options ParseArgs(int argc, char** argv) {
       opt.clear_pdeathsig = true;
       continue;
     }
+    if (arg == "--sigterm-default") {
+      opt.sigterm_default = true;
+      continue;
+    }
     if (arg != "--report" && arg != "--api-sock" && arg != "--api-socket" && arg != "-qmp" &&
         arg != "--children" && arg != "--exit-code" && arg != "--read-file" &&
         arg != "--ioctl-device" && arg != "--exec-written" && arg != "--attack-file" &&
-        arg != "--connect") {
+        arg != "--connect" && arg != "--check-path" && arg != "--try-write" &&
+        arg != "--open-write" && arg != "--try-connect") {
       Usage("unknown argument: " + arg);
     }
     if (i + 1 >= argc) Usage(arg + " needs a value");
     std::string value = argv[++i];
-    if (arg == "--read-file") {
+    if (arg == "--check-path") {
+      opt.check_paths.push_back(value);
+    } else if (arg == "--try-write") {
+      opt.try_write_dirs.push_back(value);
+    } else if (arg == "--open-write") {
+      opt.open_write.push_back(value);
+    } else if (arg == "--try-connect") {
+      opt.try_connect.push_back(value);
+    } else if (arg == "--read-file") {
       opt.read_files.push_back(value);
     } else if (arg == "--ioctl-device") {
       opt.ioctl_devices.push_back(value);
@@ -760,6 +846,7 @@ std::string BuildReport(int argc, char** argv, const Options& opt, const char* s
   w.Key("api_sock").OptString(opt.api_sock);
   w.Key("exe").OptString(ReadLinkAt(AT_FDCWD, "/proc/self/exe"));
   WriteFileAttacks(w, opt);
+  WriteViewFacts(w, opt);
   w.EndObject();
   return w.str() + "\n";
 }
@@ -832,7 +919,7 @@ int Run(int argc, char** argv) {
 
   struct sigaction sa {};
   sigemptyset(&sa.sa_mask);
-  sa.sa_handler = opt.ignore_sigterm ? SIG_IGN : OnSigterm;
+  sa.sa_handler = opt.ignore_sigterm ? SIG_IGN : opt.sigterm_default ? SIG_DFL : OnSigterm;
   if (sigaction(SIGTERM, &sa, nullptr) < 0) Fail("sigaction(SIGTERM)");
   // From here on children are the sandbox's business: the tests check it reaps them.
   g_spawned.clear();

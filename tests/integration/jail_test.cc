@@ -1,0 +1,295 @@
+// The jail, through the real supervisor as the test user: what a jailed VMM sees (asserted
+// from the probe's report: its mount table, /dev, /proc, what exists, what it can write, read
+// and connect to), that it stops and reports like an unjailed VMM under the default PID
+// namespace and its forwarding init, that nothing outlives a SIGKILLed supervisor, and the
+// refusals that belong to the jail.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tests/integration/helper_env.h"
+#include "tests/integration/supervisor_env.h"
+
+namespace sbx::it {
+namespace {
+
+namespace json = boost::json;
+using std::chrono::milliseconds;
+
+std::set<std::string> string_set(const json::object& o, const char* key) {
+  std::set<std::string> out;
+  const json::value& v = o.at(key);
+  if (!v.is_array()) {
+    ADD_FAILURE() << key << " is not a list: " << json::serialize(v);
+    return out;
+  }
+  for (const auto& e : v.as_array()) out.insert(std::string(e.as_string()));
+  return out;
+}
+
+int64_t errno_at(const json::object& report, const char* map, const std::string& key) {
+  return report.at(map).as_object().at(key).as_int64();
+}
+
+class JailTest : public SupervisorEnvTest {
+ protected:
+  void SetUp() override {
+    SupervisorEnvTest::SetUp();
+    if (IsSkipped()) return;
+    PolicySpec policy = env().default_policy();
+    policy.extra_lines = {"read_only = /usr"};
+    env().write_policy(policy);
+  }
+
+  // A jailed probe under the default PID namespace: its report and API socket in a
+  // per-sandbox directory given read-write, /usr read-only for its libraries and loader.
+  ProbeSpec jailed_spec(const std::string& tag, const std::vector<std::string>& flags = {}) {
+    ProbeSpec spec = probe_spec(tag, {}, false);
+    spec.json.erase("pid_namespace");
+    const std::string rw = env().make_caller_dir(spec.id + ".d");
+    spec.report = rw + "/report.json";
+    spec.api_socket = rw + "/api.sock";
+    json::array args{"--report", spec.report, "--api-sock", spec.api_socket};
+    for (const auto& f : flags) args.emplace_back(f);
+    spec.json["vmm"].as_object()["args"] = args;
+    spec.json["api_socket"] = spec.api_socket;
+    spec.json["jail"] = true;
+    spec.json["files"] =
+        json::object{{"read_only", json::array{"/usr"}}, {"read_write", json::array{rw}}};
+    return spec;
+  }
+
+  static std::string path_dirname_of(const std::string& p) { return p.substr(0, p.rfind('/')); }
+
+  struct Running {
+    std::unique_ptr<SupervisorRun> run;
+    json::object started, report;
+  };
+
+  Running start(const ProbeSpec& spec) {
+    Running r;
+    r.run = start_run(write_spec(spec.json));
+    r.started = r.run->expect_event("started");
+    r.run->expect_event("ready");
+    r.report = env().wait_for_report(spec.report);
+    return r;
+  }
+
+  // A launch that must fail at `step` with `err`: exit 125, setup_failed, nothing left.
+  void expect_setup_failed(const ProbeSpec& spec, const std::string& step, int err) {
+    const std::string mounts = host_mounts();
+    auto run = start_run(write_spec(spec.json));
+    json::object exited = run->expect_event("exited");
+    EXPECT_EQ(run->finish(), 125) << run->stderr_text();
+    EXPECT_EQ(json_str(exited, "outcome"), "setup_failed") << json::serialize(exited);
+    EXPECT_EQ(json_str(exited, "step"), step) << json::serialize(exited);
+    EXPECT_EQ(json_int(exited, "errno"), err) << json::serialize(exited);
+    EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+    EXPECT_EQ(host_mounts(), mounts);
+    EXPECT_FALSE(path_exists(spec.sandbox_dir));
+  }
+};
+
+TEST_F(JailTest, TheVmmSeesOnlyItsOwnWorld) {
+  const std::string mounts = host_mounts();
+  // Another sandbox of the same user, unjailed, with its socket in the shared work dir.
+  ProbeSpec other = probe_spec("jail-other");
+  Running sibling = start(other);
+
+  // Images the test user may write on the host, so that only the jail keeps the kernel
+  // read-only.
+  const std::string kernel = env().images() + "/jail-vmlinux";
+  const std::string rootfs = env().images() + "/jail-rootfs.ext4";
+  for (const auto& image : {kernel, rootfs}) {
+    std::FILE* f = std::fopen(image.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fclose(f);
+    ASSERT_EQ(chown(image.c_str(), kTestUid, kTestGid), 0);
+  }
+  struct RemoveImages {
+    std::vector<std::string> paths;
+    ~RemoveImages() {
+      for (const auto& p : paths) unlink(p.c_str());
+    }
+  } remove_images{{kernel, rootfs}};
+  ProbeSpec spec = jailed_spec("jailed");
+  spec.json["kernel"] = kernel;
+  spec.json["rootfs"] = rootfs;
+  const std::string rw = path_dirname_of(spec.api_socket);
+  auto& args = spec.json["vmm"].as_object()["args"].as_array();
+  for (const std::string& p :
+       {std::string("/etc/passwd"), std::string("/home"), std::string("/root"), std::string("/tmp"),
+        std::string("/run/netns"), std::string("/sys"), std::string("/etc"), other.sandbox_dir,
+        other.api_socket, env().work(), std::string("/lib64"),
+        std::string("/usr/lib/os-release")}) {
+    args.emplace_back("--check-path");
+    args.emplace_back(p);
+  }
+  for (const std::string& d : {std::string("/"), std::string("/usr"), std::string("."), rw,
+                               env().images(), std::string("/dev")}) {
+    args.emplace_back("--try-write");
+    args.emplace_back(d);
+  }
+  for (const std::string& f : {kernel, rootfs}) {
+    args.emplace_back("--open-write");
+    args.emplace_back(f);
+    args.emplace_back("--read-file");
+    args.emplace_back(f);
+  }
+  args.emplace_back("--try-connect");
+  args.emplace_back(other.api_socket);
+  Running r = start(spec);
+  const json::object& rep = r.report;
+  SCOPED_TRACE(json::serialize(rep));
+
+  // The mount table: the root, the sandbox dir, each image, /usr, the read-write dir, the
+  // five /dev nodes and /proc. Nothing else.
+  const std::set<std::string> expected_mounts = {
+      "/",         spec.sandbox_dir, kernel,        rootfs,         "/usr",      rw,
+      "/dev/full", "/dev/null",      "/dev/random", "/dev/urandom", "/dev/zero", "/proc"};
+  EXPECT_EQ(rep.at("mount_points").as_array().size(), expected_mounts.size());
+  EXPECT_EQ(string_set(rep, "mount_points"), expected_mounts);
+  EXPECT_EQ(string_set(rep, "dev_entries"),
+            (std::set<std::string>{"full", "null", "random", "urandom", "zero"}));
+  // /proc holds the namespace: its init (1) and the VMM (2).
+  EXPECT_EQ(string_set(rep, "proc_pids"), (std::set<std::string>{"1", "2"}));
+  EXPECT_EQ(json_int(rep, "pid"), 2);
+
+  for (const char* absent :
+       {"/etc/passwd", "/home", "/root", "/tmp", "/run/netns", "/sys", "/etc"}) {
+    EXPECT_EQ(errno_at(rep, "check_paths", absent), ENOENT) << absent;
+  }
+  EXPECT_EQ(errno_at(rep, "check_paths", other.sandbox_dir), ENOENT);
+  EXPECT_EQ(errno_at(rep, "check_paths", other.api_socket), ENOENT);
+  EXPECT_EQ(errno_at(rep, "check_paths", env().work()), ENOENT);
+  EXPECT_EQ(errno_at(rep, "try_connect", other.api_socket), ENOENT);
+  // The dynamic loader's path exists through the recreated merged-/usr link.
+  EXPECT_EQ(errno_at(rep, "check_paths", "/lib64"), 0);
+  EXPECT_EQ(errno_at(rep, "check_paths", "/usr/lib/os-release"), 0);
+
+  // Writable: the sandbox dir and the read-write dir only.
+  EXPECT_EQ(errno_at(rep, "try_write", "."), 0);
+  EXPECT_EQ(errno_at(rep, "try_write", rw), 0);
+  EXPECT_EQ(errno_at(rep, "try_write", "/"), EROFS);
+  EXPECT_EQ(errno_at(rep, "try_write", "/usr"), EROFS);
+  EXPECT_EQ(errno_at(rep, "try_write", "/dev"), EROFS);
+  EXPECT_EQ(errno_at(rep, "try_write", env().images()), EROFS);
+  // The images are readable; the kernel is read-only, the rootfs read-write.
+  EXPECT_EQ(errno_at(rep, "read_files", kernel), 0);
+  EXPECT_EQ(errno_at(rep, "read_files", rootfs), 0);
+  EXPECT_EQ(errno_at(rep, "open_write", kernel), EROFS);
+  EXPECT_EQ(errno_at(rep, "open_write", rootfs), 0);
+  // cwd is the sandbox dir with its links, at its host path.
+  EXPECT_EQ(json_str(rep, "cwd"), spec.sandbox_dir);
+  EXPECT_EQ(json_str(rep.at("links").as_object(), "vmlinux"), kernel);
+
+  // The host sees the socket the jailed VMM made, at the spec's path.
+  struct stat st;
+  EXPECT_EQ(lstat(spec.api_socket.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(json_int(r.started, "landlock_abi"), 6);
+
+  r.run->terminate();
+  EXPECT_EQ(r.run->finish(), 0) << r.run->stderr_text();
+  sibling.run->terminate();
+  sibling.run->finish();
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+  EXPECT_EQ(host_mounts(), mounts);
+}
+
+// A VMM that leaves SIGTERM at its default: the stop ladder's SIGTERM reaches it through the
+// namespace init and ends it, outcome signaled 15 well within the budget.
+TEST_F(JailTest, DefaultSigtermIsHonouredUnderTheInit) {
+  ProbeSpec spec = jailed_spec("jail-sigterm", {"--sigterm-default"});
+  Running r = start(spec);
+  EXPECT_EQ(json_str(r.report, "sigterm_disposition"), "default");
+  const auto sent = std::chrono::steady_clock::now();
+  r.run->terminate();
+  json::object stopping = r.run->expect_event("stopping");
+  json::object exited = r.run->expect_event("exited");
+  const int code = r.run->finish();
+  const auto took = std::chrono::steady_clock::now() - sent;
+  EXPECT_EQ(json_str(stopping, "step"), "sigterm");
+  EXPECT_EQ(json_str(exited, "outcome"), "signaled") << json::serialize(exited);
+  EXPECT_EQ(json_int(exited, "signal"), SIGTERM);
+  EXPECT_EQ(code, 128 + SIGTERM);
+  EXPECT_LT(took, milliseconds(5000));
+  EXPECT_EQ(r.run->count("stopping"), 1) << "no SIGKILL step";
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+}
+
+// Exit codes are the VMM's own, as without a jail or a namespace.
+TEST_F(JailTest, ExitCodeIsTheVmmsOwn) {
+  ProbeSpec spec = jailed_spec("jail-code", {"--exit-code", "7"});
+  Running r = start(spec);
+  r.run->terminate();
+  r.run->expect_event("stopping");
+  json::object exited = r.run->expect_event("exited");
+  EXPECT_EQ(r.run->finish(), 7);
+  EXPECT_EQ(json_str(exited, "outcome"), "exited") << json::serialize(exited);
+  EXPECT_EQ(json_int(exited, "code"), 7);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+}
+
+// Children that ignore SIGTERM and leave the session, the supervisor SIGKILLed: the init dies
+// of its parent-death signal and takes the namespace along.
+TEST_F(JailTest, NothingOutlivesAKilledSupervisor) {
+  ProbeSpec spec =
+      jailed_spec("jail-killed", {"--ignore-sigterm", "--setsid-child", "--children", "2"});
+  Running r = start(spec);
+  std::vector<pid_t> inside = live_test_user_processes_except(r.run->pid());
+  EXPECT_EQ(inside.size(), 5u) << "the init, the VMM, two children and a setsid child: "
+                               << ::testing::PrintToString(inside);
+  ASSERT_EQ(kill(r.run->pid(), SIGKILL), 0);
+  EXPECT_EQ(r.run->reap(), -SIGKILL);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes())
+      << "left: " << ::testing::PrintToString(HelperEnv::test_user_processes());
+  for (pid_t pid : inside) EXPECT_FALSE(process_exists(pid)) << "pid " << pid << " survived";
+}
+
+TEST_F(JailTest, RequiredRefusesARequestWithoutAJail) {
+  PolicySpec policy = env().default_policy();
+  policy.extra_lines = {"read_only = /usr", "jail = required"};
+  ScopedPolicy scoped(env(), policy);
+  expect_setup_failed(probe_spec("jail-required"), "validate_request", EPERM);
+}
+
+TEST_F(JailTest, OffRefusesARequestWithAJail) {
+  PolicySpec policy = env().default_policy();
+  policy.extra_lines = {"read_only = /usr", "jail = off"};
+  ScopedPolicy scoped(env(), policy);
+  expect_setup_failed(jailed_spec("jail-off"), "validate_request", EPERM);
+}
+
+// The API socket in a shared directory (the work dir, not a per-sandbox one) is refused.
+TEST_F(JailTest, SharedApiSocketDirectoryIsRefused) {
+  ProbeSpec spec = jailed_spec("jail-shared-sock");
+  spec.api_socket = env().work() + "/jail-shared.sock";
+  spec.json["api_socket"] = spec.api_socket;
+  expect_setup_failed(spec, "validate_request", EPERM);
+}
+
+// Nested entries would need a mountpoint on a host filesystem: refused.
+TEST_F(JailTest, NestedEntriesAreRefused) {
+  ProbeSpec spec = jailed_spec("jail-nested");
+  spec.json["files"].as_object()["read_only"] = json::array{"/usr", "/usr/lib"};
+  expect_setup_failed(spec, "build_jail", EINVAL);
+}
+
+}  // namespace
+}  // namespace sbx::it
