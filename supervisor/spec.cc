@@ -116,7 +116,7 @@ Spec parse_object(const json::object& root) {
   check_keys(
       root,
       {"id", "vmm", "mode", "sandbox_dir", "kernel", "rootfs", "snapshot", "netns", "api_socket",
-       "stop_timeout_ms", "ready_timeout_ms", "pid_namespace", "env", "stdio", "files"},
+       "stop_timeout_ms", "ready_timeout_ms", "pid_namespace", "env", "stdio", "files", "jail"},
       "");
   Spec spec;
   auto required = [&](std::string_view key) -> const json::value& {
