@@ -5,7 +5,10 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
+
+#include "supervisor/cgroup.h"
 
 namespace sbx::supervisor {
 
@@ -27,6 +30,14 @@ struct Outcome {
 
 std::string outcome_name(OutcomeKind kind);
 
+// What the `exited` event says about the sandbox's cgroup, when it had one: `usage`, and
+// `cgroup_left` when the directory could not be removed (never left silently).
+struct CgroupReport {
+  std::string path;
+  CgroupUsage usage;
+  std::optional<CgroupError> left;
+};
+
 class EventWriter {
  public:
   explicit EventWriter(int fd) : fd_(fd) {}
@@ -34,7 +45,8 @@ class EventWriter {
   void ready(const std::string& id, int64_t t_ms);
   void stopping(const std::string& id, const std::string& why, const std::string& step,
                 int64_t t_ms);
-  void exited(const std::string& id, const Outcome& outcome, int64_t t_ms);
+  void exited(const std::string& id, const Outcome& outcome, int64_t t_ms,
+              const CgroupReport* cgroup = nullptr);
 
  private:
   void write_line(const std::string& line);

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -28,10 +29,16 @@ struct Launched {
   std::optional<SetupFailure> failure;
 };
 
+// Runs with the helper's pid once it is spawned and before LAUNCH is sent (the helper is then
+// waiting for its request and has forked nothing): e.g. to place it in the sandbox's cgroup.
+// A failure it returns ends the launch; the helper is killed and reaped, never sent LAUNCH.
+using BeforeLaunch = std::function<std::optional<SetupFailure>(pid_t helper_pid)>;
+
 // Preconditions: the caller is a child subreaper (PID-namespace launches hand it the VMM) and
 // has SIGCHLD at its default disposition. `reply_timeout_ms` bounds the wait for EOF. With
 // `stdout_is_events` an inheriting VMM writes its stdout to the supervisor's stderr.
 Launched launch_helper(const std::string& helper_path, const protocol::LaunchRequest& request,
-                       Stdio stdio, bool stdout_is_events, int reply_timeout_ms);
+                       Stdio stdio, bool stdout_is_events, int reply_timeout_ms,
+                       const BeforeLaunch& before_launch = {});
 
 }  // namespace sbx::supervisor

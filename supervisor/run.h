@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "supervisor/cgroup.h"
 #include "supervisor/spec.h"
 
 namespace sbx::supervisor {
@@ -18,6 +19,7 @@ struct RunOptions {
   std::string helper_path;
   int events_fd = 1;
   GroupSignalMode signal_mode = GroupSignalMode::kAuto;
+  CgroupKillMode cgroup_kill_mode = CgroupKillMode::kAuto;
 };
 
 // Preconditions: single-threaded; SIGTERM and SIGINT not yet blocked. Returns the exit status
