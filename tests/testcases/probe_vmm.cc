@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -70,7 +71,8 @@ void OnSigterm(int) {
 [[noreturn]] void Usage(const std::string& msg) {
   std::fprintf(stderr,
                "probe_vmm: %s\nusage: probe_vmm --report PATH [--api-sock PATH] "
-               "[--ignore-sigterm] [--children N] [--setsid-child] [--exit-code N] [-- ARGS...]\n",
+               "[--ignore-sigterm] [--children N] [--setsid-child] [--exit-code N] [--burn-ms N] "
+               "[-- ARGS...]\n",
                msg.c_str());
   std::exit(kUsageExit);
 }
@@ -335,6 +337,7 @@ struct Options {
   int children = 0;
   bool setsid_child = false;
   int exit_code = 0;
+  int burn_ms = 0;  // CPU time to spend before the report (cgroup usage tests)
 };
 
 int ParseInt(const std::string& flag, const char* value, int lo, int hi) {
@@ -362,7 +365,7 @@ Options ParseArgs(int argc, char** argv) {
       continue;
     }
     if (arg != "--report" && arg != "--api-sock" && arg != "--api-socket" && arg != "-qmp" &&
-        arg != "--children" && arg != "--exit-code") {
+        arg != "--children" && arg != "--exit-code" && arg != "--burn-ms") {
       Usage("unknown argument: " + arg);
     }
     if (i + 1 >= argc) Usage(arg + " needs a value");
@@ -387,6 +390,8 @@ Options ParseArgs(int argc, char** argv) {
       opt.api_sock = value.substr(5, value.find(',') - 5);
     } else if (arg == "--children") {
       opt.children = ParseInt(arg, value.c_str(), 0, 64);
+    } else if (arg == "--burn-ms") {
+      opt.burn_ms = ParseInt(arg, value.c_str(), 0, 60000);
     } else {
       opt.exit_code = ParseInt(arg, value.c_str(), 0, 255);
     }
@@ -590,6 +595,21 @@ void WriteReportAtomically(const std::string& path, const std::string& data) {
   if (rename(tmp.c_str(), path.c_str()) < 0) Fail("rename " + tmp + " -> " + path);
 }
 
+// Spins on the CPU for `ms` of this process's own CPU time.
+void BurnCpu(int ms) {
+  if (ms <= 0) return;
+  timespec ts;
+  auto cpu_ms = [&] {
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  };
+  const int64_t until = cpu_ms() + ms;
+  volatile uint64_t sink = 0;
+  while (cpu_ms() < until) {
+    for (int i = 0; i < 100000; ++i) sink = sink + static_cast<uint64_t>(i);
+  }
+}
+
 int Run(int argc, char** argv) {
   Options opt = ParseArgs(argc, argv);
 
@@ -608,6 +628,7 @@ int Run(int argc, char** argv) {
   }
   std::optional<pid_t> setsid_child;
   if (opt.setsid_child) setsid_child = SpawnChild(true, true, listen_fd);
+  BurnCpu(opt.burn_ms);
 
   WriteReportAtomically(opt.report,
                         BuildReport(argc, argv, opt, sigterm_disp, children, setsid_child));
