@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // sbx-bench: launch and stop latency of sbx side by side with its baselines, in one run, and a
 // scale run of concurrent `sbx-supervisor run` processes. Run as root (it makes the netns, the
 // setcap'd helper copy and the policy); every sbx launch runs as an unprivileged bench user.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One sandbox's cgroup v2, <parent>/<id>: checked and created with its limits before anything
 // is spawned, the helper placed in it before LAUNCH, everything in it killed on stop, its usage
 // read, and the directory removed. cgroupfs access is plain file permission, so this is the

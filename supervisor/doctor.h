@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `sbx-supervisor doctor`: whether this host and this user can run sandboxes, one check per
 // line, each OK or the problem and the command that fixes it, as text or as one JSON object.
 // It reads and probes only: it changes nothing on the host.

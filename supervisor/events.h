@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Events: one JSON object per line on the events fd, the supervisor's contract with the tooling
 // that runs it. `t_ms` counts from the launch request.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "supervisor/helper_launch.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Starting sbx-nsexec: a SOCK_SEQPACKET socketpair, the helper spawned with posix_spawn with
 // its end at fd 3 and nothing else beyond 0-2, one LAUNCH, then read to ERROR or EOF.
 #pragma once

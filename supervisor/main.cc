@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // sbx-supervisor: the unprivileged per-VM monitor. `run` launches one sandbox through
 // sbx-nsexec and supervises it; `check` validates a spec and prints what would run; `doctor`
 // says whether this host and user can run sandboxes, and how to fix what is missing.

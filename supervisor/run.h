@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `sbx-supervisor run`: one sandbox from launch to reaped, with readiness, the stop ladder on
 // SIGTERM/SIGINT or not_ready, exactly one `exited` event, and nothing left behind.
 #pragma once

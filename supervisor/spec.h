@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The sandbox spec (JSON): what one `sbx-supervisor run` launches. Parsed with Boost.JSON;
 // unknown keys, wrong types and out-of-range values are refused with the field named.
 #pragma once

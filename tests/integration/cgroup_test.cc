@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `sbx-supervisor run` with a cgroup (issue 14, "Tests"), on this machine's real cgroup2 mount:
 // a subtree delegated to the test user, the supervisor in a leaf of it, the sandboxes' parent
 // beside that leaf. Asserted from /proc and the cgroup directories: the VMM and its children

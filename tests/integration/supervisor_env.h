@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Support for the supervisor's privileged integration tests: on top of the helper's fixture, a
 // root-owned copy of sbx-supervisor in the private dir, specs for the probe VMM written where the
 // test user can read them, and one `sbx-supervisor run` driven as the test user with its

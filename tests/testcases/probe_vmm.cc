@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // probe_vmm: a stand-in "VMM" for the sandbox integration tests. It runs where the real monitor
 // would, records what it can observe about its confinement (ids, caps, namespaces, fds, mounts,
 // seccomp verdicts) as one JSON report, then idles like a VMM until SIGTERM, so tests assert facts.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The cgroup code against a temporary directory laid out like cgroupfs: the exact files and
 // values the limits write, the controllers enabled in the parent, the parent refusals (with
 // nothing created), the usage files, and the exited event's `usage` and `cgroup_left`.

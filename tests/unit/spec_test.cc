@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The spec parser (one test per refusal rule, each naming its field), the VMM argv per kind,
 // and the LAUNCH request built from a spec.
 #include "supervisor/spec.h"
