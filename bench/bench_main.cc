@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // sbx-bench: launch and stop latency of sbx side by side with its baselines, in one run, and a
 // scale run of concurrent `sbx-supervisor run` processes. Run as root (it makes the netns, the
 // setcap'd helper copy and the policy); every sbx launch runs as an unprivileged bench user.
@@ -112,6 +113,9 @@ Stats stats(std::vector<int64_t> ns) {
 struct Setup {
   std::string dir, helper, stub, exec_once, supervisor, sandboxes, images, work, netns, policy_dir;
   std::string reference_script;
+  // A cgroup v2 subtree delegated to the bench user: the bench user's processes run in
+  // cgroup_leaf, the sandboxes of the cgroup row get cgroup_parent/<id>. Empty without cgroup2.
+  std::string cgroup_root, cgroup_leaf, cgroup_parent;
 
   void create(const std::string& bin_dir, const std::string& src_dir) {
     char tmpl[] = "/run/sbx-bench-XXXXXX";
@@ -148,9 +152,36 @@ struct Setup {
         << "vmm = " << stub << "\nsandbox_root = " << sandboxes << "\nimage_root = " << images
         << "\nnetns = sbx-bench-*\ntmpfs_size_mb = 4\n";
     reference_script = src_dir + "/bench/reference_launch.sh";
+    make_delegated_cgroup();
+  }
+
+  void make_delegated_cgroup() {
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line, mount;
+    while (mount.empty() && std::getline(in, line)) {
+      if (line.find(" - cgroup2 ") == std::string::npos) continue;
+      std::istringstream f(line);
+      std::string id, parent, dev, root;
+      f >> id >> parent >> dev >> root >> mount;
+    }
+    if (mount.empty()) return;
+    cgroup_root = mount + "/sbx-bench-" + std::to_string(getpid());
+    cgroup_leaf = cgroup_root + "/bench";
+    cgroup_parent = cgroup_root + "/vms";
+    for (const auto& d : {cgroup_root, cgroup_leaf, cgroup_parent}) {
+      if (mkdir(d.c_str(), 0755) != 0) die("mkdir " + d);
+      for (const char* f : {"", "/cgroup.procs", "/cgroup.subtree_control", "/cgroup.threads"}) {
+        if (chown((d + f).c_str(), kBenchUid, kBenchGid) != 0) die("chown " + d + f);
+      }
+    }
   }
 
   void destroy() {
+    if (!cgroup_root.empty()) {
+      rmdir(cgroup_parent.c_str());
+      rmdir(cgroup_leaf.c_str());
+      rmdir(cgroup_root.c_str());
+    }
     run({"/usr/sbin/ip", "netns", "del", netns});
     unlink((policy_dir + "/nsexec.conf").c_str());
     rmdir(policy_dir.c_str());
@@ -188,6 +219,7 @@ std::string spec_json(const Spec& spec, int stop_timeout_ms) {
       {"ready_timeout_ms", 60000},
       {"stdio", "null"}};
   if (spec.api_socket) o["api_socket"] = *spec.api_socket;
+  if (spec.cgroup) o["cgroup"] = json::object{{"parent", spec.cgroup->parent}};
   return json::serialize(o);
 }
 
@@ -280,6 +312,19 @@ int64_t launch_supervisor_process(const Setup& s, int i) {
   return v;
 }
 
+// The same with the sandbox in its own cgroup: made before the spawn, the helper moved into it
+// before LAUNCH (and removed after the VMM exits, which is outside the measured span).
+int64_t launch_supervisor_process_cgroup(const Setup& s, int i) {
+  std::string stamp = s.work + "/stamp-runcg-" + std::to_string(i);
+  Spec spec = stub_spec(s, "runcg-" + std::to_string(i), {"--stamp", stamp}, false);
+  spec.cgroup.emplace();
+  spec.cgroup->parent = s.cgroup_parent;
+  std::string path = write_spec(s, spec, 10000);
+  int64_t v = spawn_to_stamp({s.supervisor, "run", "--spec", path, "--helper", s.helper}, stamp);
+  unlink(path.c_str());
+  return v;
+}
+
 int64_t launch_in_process(const Setup& s, int i) {
   std::string stamp = s.work + "/stamp-lib-" + std::to_string(i);
   Spec spec = stub_spec(s, "lib-" + std::to_string(i), {"--stamp", stamp}, false);
@@ -299,13 +344,18 @@ int64_t launch_in_process(const Setup& s, int i) {
 
 // Runs `fn` in a child that is the bench user; returns what it wrote to the pipe.
 template <typename Fn>
-std::string as_bench_user(Fn fn) {
+std::string as_bench_user(const Setup& s, Fn fn) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) die("pipe");
   pid_t pid = fork();
   if (pid == 0) {
     close(p[0]);
     prctl(PR_SET_CHILD_SUBREAPER, 1);
+    // Into the delegated leaf (as root, this process only): the supervisors it starts can then
+    // move their helpers into sandbox cgroups beside it.
+    if (!s.cgroup_leaf.empty()) {
+      std::ofstream(s.cgroup_leaf + "/cgroup.procs") << getpid();
+    }
     if (setgroups(0, nullptr) != 0 || setresgid(kBenchGid, kBenchGid, kBenchGid) != 0 ||
         setresuid(kBenchUid, kBenchUid, kBenchUid) != 0) {
       _exit(90);
@@ -528,15 +578,19 @@ int main(int argc, char** argv) {
     lat["1 bare posix_spawn"].push_back(launch_bare(s, i));
     lat["1b two execs, no work"].push_back(launch_two_execs(s, i));
     lat["2 reference pipeline"].push_back(launch_reference(s, i));
-    std::string user = as_bench_user([&] {
-      return join({launch_bwrap(s, i), launch_supervisor_process(s, i), launch_in_process(s, i)});
+    std::string user = as_bench_user(s, [&] {
+      std::vector<int64_t> v{launch_bwrap(s, i), launch_supervisor_process(s, i),
+                             launch_in_process(s, i)};
+      if (!s.cgroup_parent.empty()) v.push_back(launch_supervisor_process_cgroup(s, i));
+      return join(v);
     });
     auto v = split(user);
-    if (v.size() == 3) {
+    if (v.size() >= 3) {
       lat["3 bwrap (no netns join)"].push_back(v[0]);
       lat["4 sbx-supervisor run"].push_back(v[1]);
       lat["5 in-process launch"].push_back(v[2]);
     }
+    if (v.size() == 4) lat["4c sbx-supervisor run, cgroup"].push_back(v[3]);
   }
   std::map<std::string, Stats> st;
   int failures = 0;
@@ -547,7 +601,7 @@ int main(int argc, char** argv) {
   }
 
   std::vector<int64_t> stop_term, overshoot;
-  std::string stops = as_bench_user([&] {
+  std::string stops = as_bench_user(s, [&] {
     std::vector<int64_t> a, b;
     for (int i = 0; i < stop_runs; ++i) {
       a.push_back(stop_once(s, i, false, 10000));
@@ -560,7 +614,7 @@ int main(int argc, char** argv) {
   overshoot = split(stops.substr(bar + 1));
 
   std::vector<std::string> scale_results;
-  for (int n : scales) scale_results.push_back(as_bench_user([&] { return scale_run(s, n); }));
+  for (int n : scales) scale_results.push_back(as_bench_user(s, [&] { return scale_run(s, n); }));
   s.destroy();
 
   // Report.
@@ -580,6 +634,8 @@ int main(int argc, char** argv) {
                      {"x_floor", v.median_ms / floor}, {"speedup_vs_reference", ref / v.median_ms}};
   }
   std::printf("(bwrap cannot join an existing netns; its row has no netns work)\n");
+  std::printf("(4c: 4 with a cgroup per sandbox in a delegated subtree of %s)\n",
+              s.cgroup_root.empty() ? "(no cgroup2 mount: not run)" : s.cgroup_root.c_str());
   std::printf(
       "(1b: a static program that only execs the stub: the least a helper process costs)\n");
   Stats t = stats(stop_term), o = stats(overshoot);

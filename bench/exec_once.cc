@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A second baseline for launch latency: a static program that only execs its arguments (the
 // stub VMM). Spawning it measures what two execs cost on this machine, the least any design
 // pays that runs a helper process between the caller and the VMM.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The reference pipeline (../shared/seeds: the Go launchers' buildStartScript), reproduced for
 # timing only: a private mount namespace, / rprivate, a tmpfs sandbox dir, two links, then
 # `ip netns exec` of the VMM. Run as root. Usage: reference_launch.sh SANDBOX_DIR KERNEL ROOTFS

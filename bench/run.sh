@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The benchmark command: builds what it needs (Release), then runs sbx-bench as root and prints
 # the table; the same numbers go to bench-results.json (or $1).
 #   sudo bench/run.sh [JSON_OUT] [sbx-bench options...]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The timing stub VMM: records CLOCK_MONOTONIC at the top of main, writes it (nanoseconds) to
 // the file named by --stamp, then exits, or with --serve SOCK binds an API socket and waits for
 // SIGTERM (exit 0), or ignores SIGTERM with --ignore-term. Linked statically, so the floor is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Lexical rules shared by the helper (which enforces them) and the supervisor (which checks a
 // spec before spawning anything): ids, env names, netns names, link names, absolute paths.
 // Each returns an empty string when the input is acceptable, else why it is not.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The wire protocol between sbx-supervisor and sbx-nsexec over a SOCK_SEQPACKET socketpair:
 // one datagram per message, a versioned header, then tag-length-value fields. The byte layout
 // is in docs/protocol.md. Decoding is bounds-checked and refuses anything it does not know.

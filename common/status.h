@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Errors as values: a Status is either ok or a failed step with its errno and a short detail.
 // Result<T> carries a value or the Status that explains why there is none.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The names of the helper's launch steps, shared by the helper (which reports them), the wire
 // protocol (which carries them as codes) and the supervisor (which prints them in events).
 // Codes are part of the wire format: append only, never renumber.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // UniqueFd: the one owner of a file descriptor. Move-only; closes on destruction.
 // Raw ints appear only at syscall boundaries (get()), never as owners.
 #pragma once

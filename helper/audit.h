@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The helper's audit trail: one record set per launch request, refused requests included, in
 // libvirt's VM-lifecycle format (AUDIT_VIRT_RESOURCE records, then one AUDIT_VIRT_CONTROL), sent
 // to the kernel audit subsystem, or to syslog (LOG_AUTHPRIV) when the kernel does not take them.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Capabilities: the helper holds cap_sys_admin and cap_audit_write (file capabilities) until the
 // VMM's exec, and leaves the VMM with none: effective, permitted, inheritable, ambient, and the
 // bounding set (plus locked securebits) whenever the helper holds CAP_SETPCAP, i.e. when root

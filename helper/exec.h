@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The VMM binary: opened once (O_PATH) before any mount work and checked, then executed from
 // that same fd, so the file that was checked is the file that runs.
 #pragma once

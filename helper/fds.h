@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // File descriptors across the helper's life: the state it accepts at entry (only 0-2 and the
 // control socket survive), the control socket's identity, and the exact set the VMM inherits.
 #pragma once

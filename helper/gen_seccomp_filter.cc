@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Build-time generator of the VMM's syscall filter: builds it with libseccomp from
 // seccomp_rules.h and writes the BPF program as a C++ array, which the helper loads with one
 // seccomp(2) call. The helper so neither links libseccomp nor spends its launch compiling the

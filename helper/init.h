@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The forwarding init of a PID-namespace launch: pid 1 of the VMM's namespace, running the
 // helper's own code (no exec, no capabilities, not dumpable, confined like the VMM). It forks
 // the VMM, forwards the stop signals to it, reaps every process of the namespace, and when the

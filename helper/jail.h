@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The jail: a VMM root that holds only what the request gave it, at the same absolute paths as
 // on the host. A fresh tmpfs (nosuid, nodev, noexec) receives a bind of each entry, cloned from
 // the fd that was opened and checked (open_tree + move_mount, never a path looked up again),

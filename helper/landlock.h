@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Landlock layer of the VMM, applied by the helper right before exec (after no_new_privs
 // and the syscall filter): signals and abstract unix sockets scoped to the VMM's own domain
 // (ABI >= 6), and, when the request declares `files`, filesystem access only to what it was

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The helper's launch: read one request from the control socket, run the containment
 // sequence, exec the VMM. The one function that lists the whole sequence lives here.
 #pragma once

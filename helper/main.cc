@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // sbx-nsexec: the capability-scoped launch helper. Started by sbx-supervisor with a
 // SOCK_SEQPACKET socket at fd 3; everything it does is in helper/launch.cc.
 #include <linux/capability.h>

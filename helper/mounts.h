@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The helper's mount work, all inside its private mount namespace: propagation, procfs for a
 // new PID namespace, the caller's sandbox dir with a size-capped tmpfs on it, and the links.
 #pragma once

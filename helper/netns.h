@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Network namespaces, the way `ip netns exec` uses them: join a named netns from /run/netns,
 // then give the private mount namespace a /sys and /etc that match it.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Path resolution the helper can trust: no symlinks anywhere, ownership and mode checked on
 // every component. Everything here works on fds; the caller never gets a check-then-use window.
 #pragma once

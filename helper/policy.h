@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The helper's policy: which VMMs, sandbox roots, image roots and netns names a caller may use.
 // It is read only from a root-owned file at a path fixed at build time; the caller cannot name
 // another. Format: docs/policy.md.

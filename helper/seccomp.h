@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The VMM's syscall filter: everything is allowed except what would let it change its mount or
 // namespace view or reach into another process (EPERM), prctl(PR_SET_PDEATHSIG) (EPERM), and
 // clone3 (ENOSYS, so libc falls back to clone, whose namespace flags the filter can see and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the VMM's syscall filter refuses, in one place: the build-time generator
 // (gen_seccomp_filter.cc) compiles it to BPF, and the tests read the same lists.
 #pragma once

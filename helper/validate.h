@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Checks a decoded launch request against the policy and the caller's identity, before the
 // helper touches any namespace or mount. Nothing here changes state.
 #pragma once

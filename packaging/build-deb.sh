@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the Debian package OUTDIR/sbx_VERSION_ARCH.deb from this checkout: a Release build with
 # the install prefix /usr, `cmake --install` into a staging tree, the control files from
 # packaging/debian/, then `dpkg-deb --root-owner-group --build`. Reproducible: every timestamp

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The sbx demo, on a fresh Debian 12 machine, as root: installs the dependencies, builds,
 # installs sbx-nsexec with its file capabilities (root:sbx 0750, cap_sys_admin,cap_audit_write+ep,
 # never setuid) and a policy, makes a netns with a TAP device, builds a guest (Debian's cloud

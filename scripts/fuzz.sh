@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs each libFuzzer target (the wire-protocol decoder, the policy parser) for SECONDS under
 # ASan+UBSan, starting from the committed seed corpus in tests/fuzz/corpus/. New inputs go to a
 # scratch directory, never into the committed corpus, unless --merge is given: then the inputs

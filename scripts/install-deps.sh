@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs everything sbx needs to build and test on a fresh Debian 12 (bookworm) machine.
 # Run as root. Only Debian packages; nothing is downloaded from anywhere else.
 set -euo pipefail

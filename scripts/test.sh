@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The test command: installs the dependencies, builds everything with warnings as errors
 # (clang, with the fuzz targets), and runs every test; then builds everything again with
 # AddressSanitizer and UndefinedBehaviorSanitizer (SBX_SANITIZE=ON, in build-test-asan) and runs

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "supervisor/events.h"
 
 #include <unistd.h>
@@ -70,7 +71,16 @@ void EventWriter::stopping(const std::string& id, const std::string& why, const 
       {"event", "stopping"}, {"id", id}, {"why", why}, {"step", step}, {"t_ms", t_ms}}));
 }
 
-void EventWriter::exited(const std::string& id, const Outcome& o, int64_t t_ms) {
+namespace {
+
+json::value figure(const std::optional<uint64_t>& v) {
+  return v ? json::value(*v) : json::value(nullptr);
+}
+
+}  // namespace
+
+void EventWriter::exited(const std::string& id, const Outcome& o, int64_t t_ms,
+                         const CgroupReport* cgroup) {
   json::object ev{{"event", "exited"}, {"id", id}, {"outcome", outcome_name(o.kind)}};
   switch (o.kind) {
     case OutcomeKind::kExited:
@@ -90,6 +100,16 @@ void EventWriter::exited(const std::string& id, const Outcome& o, int64_t t_ms) 
       break;
   }
   ev["exit_status"] = o.exit_status();
+  if (cgroup != nullptr) {
+    ev["usage"] = json::object{{"cpu_usec", figure(cgroup->usage.cpu_usec)},
+                               {"memory_peak_bytes", figure(cgroup->usage.memory_peak_bytes)},
+                               {"oom_kills", figure(cgroup->usage.oom_kills)},
+                               {"pids_peak", figure(cgroup->usage.pids_peak)}};
+    if (cgroup->left) {
+      ev["cgroup_left"] = json::object{
+          {"path", cgroup->path}, {"errno", cgroup->left->err}, {"detail", cgroup->left->detail}};
+    }
+  }
   ev["t_ms"] = t_ms;
   write_line(json::serialize(ev));
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Events: one JSON object per line on the events fd, the supervisor's contract with the tooling
 // that runs it. `t_ms` counts from the launch request.
 #pragma once
@@ -5,7 +6,10 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
+
+#include "supervisor/cgroup.h"
 
 namespace sbx::supervisor {
 
@@ -27,6 +31,14 @@ struct Outcome {
 
 std::string outcome_name(OutcomeKind kind);
 
+// What the `exited` event says about the sandbox's cgroup, when it had one: `usage`, and
+// `cgroup_left` when the directory could not be removed (never left silently).
+struct CgroupReport {
+  std::string path;
+  CgroupUsage usage;
+  std::optional<CgroupError> left;
+};
+
 class EventWriter {
  public:
   explicit EventWriter(int fd) : fd_(fd) {}
@@ -35,7 +47,8 @@ class EventWriter {
   void ready(const std::string& id, int64_t t_ms);
   void stopping(const std::string& id, const std::string& why, const std::string& step,
                 int64_t t_ms);
-  void exited(const std::string& id, const Outcome& outcome, int64_t t_ms);
+  void exited(const std::string& id, const Outcome& outcome, int64_t t_ms,
+              const CgroupReport* cgroup = nullptr);
 
  private:
   void write_line(const std::string& line);

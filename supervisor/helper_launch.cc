@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "supervisor/helper_launch.h"
 
 #include <fcntl.h>
@@ -90,7 +91,8 @@ SetupFailure failure(std::string step, int err, std::string detail) {
 }  // namespace
 
 Launched launch_helper(const std::string& helper_path, const protocol::LaunchRequest& request,
-                       Stdio stdio, bool stdout_is_events, int reply_timeout_ms) {
+                       Stdio stdio, bool stdout_is_events, int reply_timeout_ms,
+                       const BeforeLaunch& before_launch) {
   Launched out;
   auto bytes = protocol::encode(request);
   if (!bytes.ok()) {
@@ -122,11 +124,17 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
     return out;
   }
   out.vmm_pid = helper_pid;
+  if (before_launch) {
+    out.failure = before_launch(helper_pid);
+    if (out.failure) kill(helper_pid, SIGKILL);  // it has not been sent a request
+  }
 
   // A helper that fails before reading (check_invocation, load_policy) may be gone before the
   // request is sent: its ERROR is still queued, and names the step better than EPIPE does.
   std::optional<SetupFailure> send_failed;
-  if (Status st = protocol::send_datagram(ours.get(), bytes.value(), {}, Step::kReadRequest);
+  if (Status st = out.failure
+                      ? Status()
+                      : protocol::send_datagram(ours.get(), bytes.value(), {}, Step::kReadRequest);
       !st.ok()) {
     send_failed = failure("control_socket", st.err(), "send LAUNCH: " + st.detail());
   }

@@ -1,9 +1,11 @@
+// SPDX-License-Identifier: Apache-2.0
 // Starting sbx-nsexec: a SOCK_SEQPACKET socketpair, the helper spawned with posix_spawn with
 // its end at fd 3 and nothing else beyond 0-2, one LAUNCH, then read to ERROR or EOF.
 #pragma once
 
 #include <sys/types.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -34,6 +36,11 @@ struct Launched {
   std::optional<SetupFailure> failure;
 };
 
+// Runs with the helper's pid once it is spawned and before LAUNCH is sent (the helper is then
+// waiting for its request and has forked nothing): e.g. to place it in the sandbox's cgroup.
+// A failure it returns ends the launch; the helper is killed and reaped, never sent LAUNCH.
+using BeforeLaunch = std::function<std::optional<SetupFailure>(pid_t helper_pid)>;
+
 // Preconditions: the caller is a child subreaper (PID-namespace launches hand it the VMM) and
 // has SIGCHLD at its default disposition. `reply_timeout_ms` bounds the wait for EOF. With
 // `stdout_is_events` an inheriting VMM writes its stdout to the supervisor's stderr.
@@ -42,6 +49,7 @@ struct Launched {
 std::optional<int> read_vmm_exit(int control, int timeout_ms);
 
 Launched launch_helper(const std::string& helper_path, const protocol::LaunchRequest& request,
-                       Stdio stdio, bool stdout_is_events, int reply_timeout_ms);
+                       Stdio stdio, bool stdout_is_events, int reply_timeout_ms,
+                       const BeforeLaunch& before_launch = {});
 
 }  // namespace sbx::supervisor

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "supervisor/logging.h"
 
 #include <boost/core/null_deleter.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The supervisor's log: Boost.Log, human lines on stderr by default or one JSON object per
 // line (stable keys: ts, level, id, msg) with --log-format json.
 #pragma once

@@ -1,5 +1,7 @@
+// SPDX-License-Identifier: Apache-2.0
 // sbx-supervisor: the unprivileged per-VM monitor. `run` launches one sandbox through
-// sbx-nsexec and supervises it; `check` validates a spec and prints what would run.
+// sbx-nsexec and supervises it; `check` validates a spec and prints what would run; `doctor`
+// says whether this host and user can run sandboxes, and how to fix what is missing.
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -15,6 +17,8 @@
 #include <string>
 #include <string_view>
 
+#include "supervisor/cgroup.h"
+#include "supervisor/doctor.h"
 #include "supervisor/logging.h"
 #include "supervisor/privileges.h"
 #include "supervisor/run.h"
@@ -34,19 +38,27 @@ using namespace sbx::supervisor;
 constexpr int kSetupFailure = 125;
 
 void usage(FILE* out) {
-  std::fprintf(out,
-               "usage: sbx-supervisor run --spec FILE|- [--helper PATH] [--events-fd N]\n"
-               "                          [--stop-timeout-ms N] [--log-format text|json]\n"
-               "                          [--allow-root]\n"
-               "       sbx-supervisor check --spec FILE|-\n"
-               "       sbx-supervisor --help | --version\n"
-               "\n"
-               "run    launch one sandbox through sbx-nsexec (default helper %s),\n"
-               "       write JSON-lines events to fd N (default 1), stop it on SIGTERM/SIGINT,\n"
-               "       and exit with the VMM's status (128+signal if signaled; 125 setup\n"
-               "       failure, 126 VMM not executable, 127 VMM not found)\n"
-               "check  validate the spec and print the VMM argv, links and netns as JSON\n",
-               SBX_HELPER_PATH);
+  std::fprintf(
+      out,
+      "usage: sbx-supervisor run --spec FILE|- [--helper PATH] [--events-fd N]\n"
+      "                          [--stop-timeout-ms N] [--log-format text|json]\n"
+      "                          [--cgroup-parent PATH] [--allow-root]\n"
+      "       sbx-supervisor check --spec FILE|-\n"
+      "       sbx-supervisor doctor [--json] [--helper PATH] [--cgroup-parent PATH]\n"
+      "       sbx-supervisor --help | --version\n"
+      "\n"
+      "run     launch one sandbox through sbx-nsexec (default helper %s),\n"
+      "        write JSON-lines events to fd N (default 1), stop it on SIGTERM/SIGINT,\n"
+      "        and exit with the VMM's status (128+signal if signaled; 125 setup\n"
+      "        failure, 126 VMM not executable, 127 VMM not found).\n"
+      "        --cgroup-parent PATH: the sandbox gets the cgroup v2 PATH/ID (delegated\n"
+      "        to this user, holding no process) unless the spec's cgroup names a parent\n"
+      "check   validate the spec and print the VMM argv, links, netns and cgroup as JSON\n"
+      "doctor  check the helper, its policy, /dev/kvm, /dev/net/tun, userfaultfd,\n"
+      "        Landlock, Yama, cgroup v2 (and a --cgroup-parent's delegation), /run/netns\n"
+      "        and audit; one line each, OK or the problem and the command that fixes\n"
+      "        it (--json: one object). Exit 0 when everything needed is OK, else 1\n",
+      SBX_HELPER_PATH);
 }
 
 bool read_spec(const std::string& where, std::string* text, std::string* error) {
@@ -72,6 +84,9 @@ struct Args {
   LogFormat log_format = LogFormat::kText;
   bool allow_root = false;
   GroupSignalMode signal_mode = GroupSignalMode::kAuto;
+  std::optional<std::string> cgroup_parent;
+  CgroupKillMode cgroup_kill_mode = CgroupKillMode::kAuto;
+  bool json = false;  // doctor
 };
 
 bool parse_number(const std::string& s, long min, long max, long* out) {
@@ -87,7 +102,10 @@ bool parse_number(const std::string& s, long min, long max, long* out) {
 std::string parse_args(int argc, char** argv, Args* a) {
   if (argc < 2) return "missing command";
   a->command = argv[1];
-  if (a->command != "run" && a->command != "check") return "unknown command '" + a->command + "'";
+  if (a->command != "run" && a->command != "check" && a->command != "doctor") {
+    return "unknown command '" + a->command + "'";
+  }
+  const bool run_or_doctor = a->command == "run" || a->command == "doctor";
   for (int i = 2; i < argc; ++i) {
     std::string opt = argv[i];
     auto value = [&](std::string* v) {
@@ -97,9 +115,20 @@ std::string parse_args(int argc, char** argv, Args* a) {
     };
     std::string v;
     long n;
-    if (opt == "--spec") {
+    if (opt == "--spec" && a->command != "doctor") {
       if (!value(&a->spec_path)) return "--spec needs FILE or -";
-    } else if (opt == "--helper" && a->command == "run") {
+    } else if (opt == "--json" && a->command == "doctor") {
+      a->json = true;
+    } else if (opt == "--cgroup-parent" && run_or_doctor) {
+      if (!value(&v) || v.empty() || v[0] != '/') return "--cgroup-parent needs an absolute path";
+      while (v.size() > 1 && v.back() == '/') v.pop_back();
+      a->cgroup_parent = v;
+    } else if (opt == "--cgroup-kill-mode" && a->command == "run") {
+      // SIGKILL to each pid in cgroup.procs instead of cgroup.kill: the path before Linux 5.14.
+      if (!value(&v) || (v != "auto" && v != "procs"))
+        return "--cgroup-kill-mode needs auto or procs";
+      a->cgroup_kill_mode = v == "procs" ? CgroupKillMode::kProcs : CgroupKillMode::kAuto;
+    } else if (opt == "--helper" && run_or_doctor) {
       if (!value(&a->helper) || a->helper.empty() || a->helper[0] != '/') {
         return "--helper needs an absolute path";
       }
@@ -124,7 +153,7 @@ std::string parse_args(int argc, char** argv, Args* a) {
       return "unknown option '" + opt + "' for " + a->command;
     }
   }
-  if (a->spec_path.empty()) return "--spec is required";
+  if (a->spec_path.empty() && a->command != "doctor") return "--spec is required";
   return {};
 }
 
@@ -153,6 +182,16 @@ int check(const Spec& spec) {
     out["api_socket_dir"] =
         req.api_socket_dir ? boost::json::value(*req.api_socket_dir) : boost::json::value(nullptr);
   }
+  if (spec.cgroup) {
+    boost::json::object files;
+    for (const auto& f : cgroup_limit_files(*spec.cgroup)) files[f.file] = f.value;
+    out["cgroup"] = boost::json::object{
+        {"parent", spec.cgroup->parent.empty() ? boost::json::value(nullptr)
+                                               : boost::json::value(spec.cgroup->parent)},
+        {"files", files}};
+  } else {
+    out["cgroup"] = nullptr;
+  }
   std::cout << boost::json::serialize(out) << "\n";
   return 0;
 }
@@ -174,6 +213,11 @@ int main(int argc, char** argv) {
     usage(stderr);
     return 2;
   }
+  if (args.command == "doctor") {
+    auto checks = run_doctor_checks(DoctorOptions{args.helper, args.cgroup_parent});
+    std::fputs((args.json ? doctor_json(checks) : doctor_text(checks)).c_str(), stdout);
+    return doctor_passed(checks) ? 0 : 1;
+  }
   const int fail = args.command == "check" ? 1 : kSetupFailure;
   std::string text, err;
   if (!read_spec(args.spec_path, &text, &err)) {
@@ -189,6 +233,11 @@ int main(int argc, char** argv) {
   if (args.command == "check") return check(spec);
 
   if (args.stop_timeout_ms) spec.stop_timeout_ms = *args.stop_timeout_ms;
+  // --cgroup-parent gives the sandbox a cgroup; a parent named in the spec wins.
+  if (args.cgroup_parent) {
+    if (!spec.cgroup) spec.cgroup.emplace();
+    if (spec.cgroup->parent.empty()) spec.cgroup->parent = *args.cgroup_parent;
+  }
   init_logging(args.log_format);
   // Not dumpable before anything is spawned: a VMM of the same uid must not be able to ptrace
   // this process, pidfd_getfd its fds (the events stream, the control socket) or reach the host
@@ -212,6 +261,6 @@ int main(int argc, char** argv) {
   }
   // The events fd must not leak into the helper or the VMM.
   fcntl(args.events_fd, F_SETFD, FD_CLOEXEC);
-  RunOptions options{args.helper, args.events_fd, args.signal_mode};
+  RunOptions options{args.helper, args.events_fd, args.signal_mode, args.cgroup_kill_mode};
   return run_sandbox(spec, options);
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The supervisor holds no privilege: it drops any capability it was started with and refuses
 // to go on when it cannot, and refuses uid 0 unless told --allow-root.
 #pragma once

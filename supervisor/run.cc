@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "supervisor/run.h"
 
 #include <dirent.h>
@@ -35,6 +36,11 @@ namespace {
 constexpr int kReadyPollMs = 10;
 constexpr int kHelperReplyTimeoutMs = 30000;
 constexpr int kOrphanReapMs = 1000;
+// Bounds of the cgroup teardown: killing what is listed in cgroup.procs (the path without
+// cgroup.kill), waiting for `populated 0`, and retrying rmdir while the kernel says busy.
+constexpr int kCgroupKillMs = 1000;
+constexpr int kCgroupEmptyMs = 2000;
+constexpr int kCgroupRemoveMs = 500;
 
 int64_t now_ms() {
   timespec ts;
@@ -150,6 +156,24 @@ struct Cleanup {
   }
 };
 
+// The end of a sandbox's cgroup, once the VMM is reaped (or given up on): everything still in
+// it is killed (a setsid() escapee included), then its usage is read and it is removed; what
+// cannot be removed is reported, never left silently.
+CgroupReport finish_cgroup(SandboxCgroup& cgroup, const std::string& id) {
+  CgroupReport report;
+  report.path = cgroup.path();
+  cgroup.kill_all(kCgroupKillMs);
+  if (!cgroup.wait_unpopulated(kCgroupEmptyMs)) {
+    log_warning(id, cgroup.path() + " still populated " + std::to_string(kCgroupEmptyMs) +
+                        " ms after cgroup.kill");
+  }
+  kill_and_reap_leftovers();  // the killed processes that were ours to reap
+  report.usage = cgroup.usage();
+  report.left = cgroup.remove(kCgroupRemoveMs);
+  if (report.left) log_error(id, "cgroup left behind: " + report.left->detail);
+  return report;
+}
+
 const char* signal_word(int sig) {
   return sig == SIGINT ? "SIGINT" : "SIGTERM";
 }
@@ -180,16 +204,41 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
 
   const int64_t t0 = now_ms();
   auto t = [&] { return now_ms() - t0; };
+  // The cgroup comes first: a parent or a limit it refuses stops the launch before anything
+  // is spawned.
+  std::optional<SandboxCgroup> cgroup;
+  std::optional<CgroupReport> cgroup_report;
+  BeforeLaunch enter_cgroup;
+  if (spec.cgroup) {
+    auto made = SandboxCgroup::create(*spec.cgroup, spec.id, {true, options.cgroup_kill_mode});
+    if (auto* e = std::get_if<CgroupError>(&made)) {
+      Outcome o{OutcomeKind::kSetupFailed, 0, 0, "create_cgroup", e->err, e->detail};
+      log_error(spec.id, "setup failed at create_cgroup: " + e->detail);
+      events.exited(spec.id, o, t());
+      return o.exit_status();
+    }
+    cgroup.emplace(std::move(std::get<SandboxCgroup>(made)));
+    log_info(spec.id, "cgroup " + cgroup->path());
+    // The helper waits for its request: placed now, the VMM and all it forks start inside.
+    enter_cgroup = [&](pid_t helper_pid) -> std::optional<SetupFailure> {
+      if (auto e = cgroup->enter(helper_pid)) {
+        return SetupFailure{"enter_cgroup", e->err, e->detail, 125};
+      }
+      return std::nullopt;
+    };
+  }
   log_info(spec.id, "launching " + spec.binary + " through " + options.helper_path);
-  Launched launched = launch_helper(options.helper_path, launch_request(spec), spec.stdio,
-                                    options.events_fd == STDOUT_FILENO, kHelperReplyTimeoutMs);
+  Launched launched =
+      launch_helper(options.helper_path, launch_request(spec), spec.stdio,
+                    options.events_fd == STDOUT_FILENO, kHelperReplyTimeoutMs, enter_cgroup);
   if (launched.failure) {
     const SetupFailure& f = *launched.failure;
     Outcome o{OutcomeKind::kSetupFailed, 0, 0, f.step, f.err, f.detail, f.helper_exit};
     log_error(spec.id, "setup failed at " + f.step + ": " + f.detail + ": " + std::strerror(f.err));
     kill_and_reap_leftovers();
+    if (cgroup) cgroup_report = finish_cgroup(*cgroup, spec.id);
     cleanup.run();
-    events.exited(spec.id, o, t());
+    events.exited(spec.id, o, t(), cgroup_report ? &*cgroup_report : nullptr);
     return o.exit_status();
   }
   const pid_t pid = launched.vmm_pid;
@@ -282,6 +331,7 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
           log_warning(spec.id, "stop budget spent: SIGKILL to the process group");
           signaller.signal_group(SIGKILL);
           signaller.signal_leader(SIGKILL);  // the PID-namespace init takes its namespace along
+          if (cgroup) cgroup->kill_all(0);   // and whatever left the group or the namespace
           break;
         case StopAction::kGiveUp:
           gave_up = true;
@@ -300,8 +350,9 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
     }
   }
   kill_and_reap_leftovers();
+  if (cgroup) cgroup_report = finish_cgroup(*cgroup, spec.id);
   if (outcome.kind != OutcomeKind::kLost) cleanup.run();
-  events.exited(spec.id, outcome, t());
+  events.exited(spec.id, outcome, t(), cgroup_report ? &*cgroup_report : nullptr);
   log_info(spec.id, "outcome " + outcome_name(outcome.kind) + ", exit status " +
                         std::to_string(outcome.exit_status()));
   return outcome.exit_status();

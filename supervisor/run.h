@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `sbx-supervisor run`: one sandbox from launch to reaped, with readiness, the stop ladder on
 // SIGTERM/SIGINT or not_ready, exactly one `exited` event, and nothing left behind.
 #pragma once
@@ -5,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "supervisor/cgroup.h"
 #include "supervisor/spec.h"
 
 namespace sbx::supervisor {
@@ -18,6 +20,7 @@ struct RunOptions {
   std::string helper_path;
   int events_fd = 1;
   GroupSignalMode signal_mode = GroupSignalMode::kAuto;
+  CgroupKillMode cgroup_kill_mode = CgroupKillMode::kAuto;
 };
 
 // Preconditions: single-threaded; SIGTERM and SIGINT not yet blocked. Returns the exit status

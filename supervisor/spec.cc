@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "supervisor/spec.h"
 
 #include <boost/json.hpp>
@@ -112,12 +113,125 @@ Files parse_files(const json::value& v) {
   return files;
 }
 
+// A non-negative integer up to `max`, or, when `allow_max`, the string "max": as the kernel
+// file takes it.
+std::string get_count_or_max(const json::value& v, const std::string& field, uint64_t max,
+                             uint64_t min = 0) {
+  if (v.is_string() && v.as_string() == "max") return "max";
+  uint64_t n;
+  if (v.is_uint64()) {
+    n = v.as_uint64();
+  } else if (v.is_int64() && v.as_int64() >= 0) {
+    n = static_cast<uint64_t>(v.as_int64());
+  } else {
+    throw SpecError(field, "must be a non-negative integer or \"max\"");
+  }
+  if (n < min || n > max) {
+    throw SpecError(
+        field, "must be in " + std::to_string(min) + ".." + std::to_string(max) + " or \"max\"");
+  }
+  return std::to_string(n);
+}
+
+// Digits only, 1..19 of them; nullopt otherwise.
+std::optional<uint64_t> parse_decimal(std::string_view s) {
+  if (s.empty() || s.size() > 19) return std::nullopt;
+  uint64_t n = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return n;
+}
+
+// cpu.max: "max" or QUOTA, then optionally one space and PERIOD, in microseconds, within the
+// kernel's bounds (quota >= 1000, period 1000..1000000), so the kernel cannot refuse it later.
+std::string get_cpu_max(const json::value& v, const std::string& field) {
+  std::string s = get_string(v, field);
+  const std::string why =
+      "must be \"max\" or \"QUOTA\", optionally followed by \" PERIOD\" "
+      "(microseconds; quota >= 1000, period 1000..1000000)";
+  size_t space = s.find(' ');
+  std::string_view quota = std::string_view(s).substr(0, space);
+  if (quota != "max") {
+    auto q = parse_decimal(quota);
+    if (!q || *q < 1000) throw SpecError(field, why);
+  }
+  if (space != std::string::npos) {
+    auto p = parse_decimal(std::string_view(s).substr(space + 1));
+    if (!p || *p < 1000 || *p > 1000000) throw SpecError(field, why);
+  }
+  return s;
+}
+
+// cpuset.cpus / cpuset.mems: "N" or "N-M" items joined by commas, as the kernel's list format.
+std::string get_cpu_list(const json::value& v, const std::string& field) {
+  std::string s = get_string(v, field);
+  const std::string why = "must be a list such as \"0-3,6\"";
+  if (s.empty() || s.size() > 256) throw SpecError(field, why);
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t comma = s.find(',', start);
+    std::string_view item =
+        std::string_view(s).substr(start, comma == std::string::npos ? comma : comma - start);
+    size_t dash = item.find('-');
+    auto lo = parse_decimal(item.substr(0, dash));
+    if (!lo) throw SpecError(field, why);
+    if (dash != std::string::npos) {
+      auto hi = parse_decimal(item.substr(dash + 1));
+      if (!hi || *hi < *lo) throw SpecError(field, why);
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return s;
+}
+
+CgroupSpec parse_cgroup(const json::value& v) {
+  if (!v.is_object()) throw SpecError("cgroup", "must be an object");
+  const json::object& o = v.as_object();
+  check_keys(o,
+             {"parent", "memory_max", "memory_high", "memory_swap_max", "cpu_max", "cpu_weight",
+              "pids_max", "cpuset_cpus", "cpuset_mems", "io_weight"},
+             "cgroup.");
+  CgroupSpec c;
+  if (const json::value* p = find(o, "parent")) c.parent = get_path(*p, "cgroup.parent");
+  constexpr uint64_t kBytesMax = INT64_MAX;
+  if (const json::value* p = find(o, "memory_max")) {
+    c.memory_max = get_count_or_max(*p, "cgroup.memory_max", kBytesMax);
+  }
+  if (const json::value* p = find(o, "memory_high")) {
+    c.memory_high = get_count_or_max(*p, "cgroup.memory_high", kBytesMax);
+  }
+  if (const json::value* p = find(o, "memory_swap_max")) {
+    c.memory_swap_max = get_count_or_max(*p, "cgroup.memory_swap_max", kBytesMax);
+  }
+  if (const json::value* p = find(o, "cpu_max")) c.cpu_max = get_cpu_max(*p, "cgroup.cpu_max");
+  if (const json::value* p = find(o, "cpu_weight")) {
+    c.cpu_weight = get_u32(*p, "cgroup.cpu_weight", 1, 10000);
+  }
+  if (const json::value* p = find(o, "pids_max")) {
+    // At least 1: the VMM itself is one (with a PID namespace, the init is another).
+    c.pids_max = get_count_or_max(*p, "cgroup.pids_max", 4194304, 1);
+  }
+  if (const json::value* p = find(o, "cpuset_cpus")) {
+    c.cpuset_cpus = get_cpu_list(*p, "cgroup.cpuset_cpus");
+  }
+  if (const json::value* p = find(o, "cpuset_mems")) {
+    c.cpuset_mems = get_cpu_list(*p, "cgroup.cpuset_mems");
+  }
+  if (const json::value* p = find(o, "io_weight")) {
+    c.io_weight = get_u32(*p, "cgroup.io_weight", 1, 10000);
+  }
+  return c;
+}
+
 Spec parse_object(const json::object& root) {
-  check_keys(
-      root,
-      {"id", "vmm", "mode", "sandbox_dir", "kernel", "rootfs", "snapshot", "netns", "api_socket",
-       "stop_timeout_ms", "ready_timeout_ms", "pid_namespace", "env", "stdio", "files", "jail"},
-      "");
+  check_keys(root,
+             {"id", "vmm", "mode", "sandbox_dir", "kernel", "rootfs", "snapshot", "netns",
+              "api_socket", "stop_timeout_ms", "ready_timeout_ms", "pid_namespace", "env", "stdio",
+              "files", "jail", "cgroup"},
+             "");
   Spec spec;
   auto required = [&](std::string_view key) -> const json::value& {
     const json::value* v = find(root, key);
@@ -245,6 +359,7 @@ Spec parse_object(const json::object& root) {
   if (const json::value* v = find(root, "files")) spec.files = parse_files(*v);
   if (const json::value* v = find(root, "jail")) spec.jail = get_bool(*v, "jail");
   if (spec.jail && !spec.files) spec.files = Files{};  // a jail holds only what files names
+  if (const json::value* v = find(root, "cgroup")) spec.cgroup = parse_cgroup(*v);
   if (vmm_args(spec).size() > protocol::kMaxArgs) throw SpecError("vmm.args", "more than 64 args");
   return spec;
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The sandbox spec (JSON): what one `sbx-supervisor run` launches. Parsed with Boost.JSON;
 // unknown keys, wrong types and out-of-range values are refused with the field named.
 #pragma once
@@ -30,6 +31,21 @@ struct Files {
   std::vector<std::string> read_write;
 };
 
+// Spec `cgroup`: the sandbox gets its own cgroup v2, <parent>/<id>. Each limit is already in
+// the form its kernel file takes (supervisor/cgroup.h maps them); an unset one is not written.
+struct CgroupSpec {
+  std::string parent;                      // empty: none in the spec (`--cgroup-parent` may set it)
+  std::optional<std::string> memory_max;   // memory.max: bytes or "max"
+  std::optional<std::string> memory_high;  // memory.high
+  std::optional<std::string> memory_swap_max;  // memory.swap.max
+  std::optional<std::string> cpu_max;          // cpu.max: "max|QUOTA [PERIOD]" (microseconds)
+  std::optional<uint32_t> cpu_weight;          // cpu.weight: 1..10000
+  std::optional<std::string> pids_max;         // pids.max: a count or "max"
+  std::optional<std::string> cpuset_cpus;      // cpuset.cpus: a list such as "2-3,6"
+  std::optional<std::string> cpuset_mems;      // cpuset.mems
+  std::optional<uint32_t> io_weight;           // io.weight (default weight): 1..10000
+};
+
 struct Spec {
   std::string id;
   VmmKind kind = VmmKind::kGeneric;
@@ -50,6 +66,7 @@ struct Spec {
   std::map<std::string, std::string> env;
   Stdio stdio = Stdio::kInherit;
   std::optional<Files> files;
+  std::optional<CgroupSpec> cgroup;
 };
 
 inline constexpr uint32_t kMaxStopTimeoutMs = 3600 * 1000;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The stop ladder's timing, as a pure state machine so it can be tested without processes:
 // graceful request, then SIGTERM+SIGCONT to the group, SIGKILL once the budget is spent, and
 // "lost" if the VMM is still not reaped a bounded time after SIGKILL.

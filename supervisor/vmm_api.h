@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The graceful stop requests of the VMM kinds, over the VMM's API unix socket: HTTP/1.1 for
 // Firecracker and Cloud Hypervisor, QMP for QEMU. Every call has a hard deadline, handles short
 // reads and writes, and never blocks past it: the stop ladder's budget is never overrun.

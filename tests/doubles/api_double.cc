@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A DOUBLE of the Firecracker or Cloud Hypervisor API (neither is packaged for Debian, so the
 // tests cannot run the real ones). Built twice: as `firecracker-double` (SBX_DOUBLE_FIRECRACKER)
 // accepting `--api-sock SOCK`, and as `cloud-hypervisor-double` accepting

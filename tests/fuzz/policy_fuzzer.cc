@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the policy parser on arbitrary text. Whatever it accepts must format to
 // text that parses to the same policy.
 #include <cstdint>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the wire protocol decoder on arbitrary bytes. Anything it accepts must
 // re-encode and decode to the same message (the decoder and encoder agree on the format).
 #include <cstdint>

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs one libFuzzer target for a bounded time from its committed seed corpus; new inputs go
 # to a scratch directory, so the committed corpus never changes. Usage: run_smoke.sh FUZZER
 # SEED_DIR SECONDS

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Attacks on sbx-nsexec (issue 8, "Hardening"): each test plays a hostile caller, the
 // unprivileged test user, and asserts that the helper refuses (or that the attack is harmless)
 // AND that the host is unchanged: the mount table, the sandbox root's listing, and no process of

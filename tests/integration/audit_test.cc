@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The helper's audit trail (issue 8, "Audit"; docs/audit.md): with kernel audit enabled, a
 // launch and a refusal each leave their record set, stamped by the kernel with the caller's
 // uid, read here from the audit netlink multicast group; values from the caller that could

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Containment of a compromised VMM: attacks run from inside a sandbox by the probe (standing in
 // for a VMM a guest escaped into) against its own supervisor, a sibling VMM of the same user, the
 // host's files, devices and the sandbox dir. Each attack is asserted to fail with its errno, with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The request's `files` refused at validate_request, each with its errno, leaving the host as
 // it was (mount table, sandbox root listing, no process of the test user): devices not in the
 // policy, outside /dev, reached through a symlink or `..`, or not character devices (a block

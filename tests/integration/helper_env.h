@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared support for the helper's privileged integration tests: a private directory under /run
 // holding a `setcap cap_sys_admin,cap_audit_write+ep` copy of sbx-nsexec, the probe VMM, images
 // and a sandbox root; a netns; the root-owned test policy; and the test driver run as an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the VMM sees when sbx-nsexec launches it (issue 3, "helper/": the VMM it execs has ...):
 // each test launches the probe VMM through the setcap'd helper as the unprivileged test user and
 // asserts one fact from the probe's report. Also the helper's own command line and invocation

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What sbx-nsexec refuses (issue 3, "helper/": Refused, with an ERROR naming the step, and
 // nothing changed on the host): one test per refusal, each driven as the unprivileged test
 // user, asserting the step (and errno), the helper's exit code, an unchanged host mount table

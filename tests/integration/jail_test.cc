@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The jail, through the real supervisor as the test user: what a jailed VMM sees (asserted
 // from the probe's report: its mount table, /dev, /proc, what exists, what it can write, read
 // and connect to), that it stops and reports like an unjailed VMM under the default PID

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // QEMU end to end, through the real supervisor and helper as the unprivileged test user:
 // Debian's cloud kernel with a busybox initramfs (tests/vm/make-guest.sh, run as the ctest
 // fixture `guest_assets`) boots under TCG on the microvm machine inside the sandbox, its TAP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The VMM's syscall filter (helper/seccomp.cc) tested directly, as root: installed in a forked
 // child (it cannot be removed), every mount and namespace call must fail with EPERM where root
 // without the filter succeeds or fails differently; clone with namespace flags is EPERM, clone3

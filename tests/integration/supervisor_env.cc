@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "tests/integration/supervisor_env.h"
 
 #include <dirent.h>
@@ -222,19 +223,32 @@ std::string SupervisorEnvTest::stderr_path(const std::string& stem) {
   return env().fresh_path(stem + ".stderr");
 }
 
+std::vector<std::string> SupervisorEnvTest::wrap(bool as_root) const {
+  std::vector<std::string> argv;
+  if (!cgroup_leaf_.empty()) {
+    // Root moves this very process (the shell, which then execs the supervisor): nothing it did
+    // not start is moved.
+    argv = {"/bin/sh", "-c", "echo $$ > \"$0\"/cgroup.procs && exec \"$@\"", cgroup_leaf_};
+  }
+  if (!as_root) {
+    auto user = as_test_user();
+    argv.insert(argv.end(), user.begin(), user.end());
+  }
+  return argv;
+}
+
 std::unique_ptr<SupervisorRun> SupervisorEnvTest::start_run(const std::string& spec_path,
                                                             const std::vector<std::string>& extra,
                                                             const SpawnOptions& options,
                                                             bool as_root) {
-  std::vector<std::string> argv;
-  if (!as_root) argv = as_test_user();
+  std::vector<std::string> argv = wrap(as_root);
   argv.insert(argv.end(), {supervisor_, "run", "--spec", spec_path, "--helper", env().helper()});
   argv.insert(argv.end(), extra.begin(), extra.end());
   return std::make_unique<SupervisorRun>(argv, options, stderr_path("supervisor"));
 }
 
 SupervisorEnvTest::Output SupervisorEnvTest::run_supervisor(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = as_test_user();
+  std::vector<std::string> argv = wrap(/*as_root=*/false);
   argv.push_back(supervisor_);
   argv.insert(argv.end(), args.begin(), args.end());
   ChildProcess child(argv, {}, stderr_path("supervisor-cmd"));
@@ -245,6 +259,104 @@ SupervisorEnvTest::Output SupervisorEnvTest::run_supervisor(const std::vector<st
   o.code = exit_code_of(*status);
   o.err = child.stderr_text();
   return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// DelegatedCgroup
+
+namespace {
+
+// The first cgroup2 mount point in /proc/self/mountinfo.
+std::string cgroup2_mount() {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t dash = line.find(" - cgroup2 ");
+    if (dash == std::string::npos) continue;
+    std::istringstream f(line);
+    std::string id, parent, dev, root, point;
+    f >> id >> parent >> dev >> root >> point;
+    return point;
+  }
+  return {};
+}
+
+void chown_delegated(const std::string& dir) {
+  for (const char* f : {"", "/cgroup.procs", "/cgroup.subtree_control", "/cgroup.threads"}) {
+    std::string path = dir + f;
+    if (chown(path.c_str(), kTestUid, kTestGid) != 0) {
+      fail("chown " + path + ": " + std::strerror(errno));
+    }
+  }
+}
+
+// Kills everything in `dir` (processes the tests started) and removes it, deepest first;
+// bounded. Best effort: failures are left for the caller to report.
+void remove_cgroup_tree(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_directory(ec)) remove_cgroup_tree(e.path());
+  }
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (rmdir(dir.c_str()) != 0 && errno == EBUSY && Clock::now() < deadline) {
+    if (std::ofstream kill(dir + "/cgroup.kill"); kill) {
+      kill << "1";
+    } else {
+      std::ifstream procs(dir + "/cgroup.procs");
+      pid_t pid;
+      while (procs >> pid) ::kill(pid, SIGKILL);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+}  // namespace
+
+DelegatedCgroup::DelegatedCgroup() {
+  mount_ = cgroup2_mount();
+  if (mount_.empty()) fail("no cgroup2 mount on this machine");
+  static int counter = 0;
+  root_ = mount_ + "/sbx-it-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
+  if (mkdir(root_.c_str(), 0755) != 0) fail("mkdir " + root_ + ": " + std::strerror(errno));
+  try {
+    chown_delegated(root_);
+    leaf_ = make_child("supervisor", true);
+    parent_ = make_child("vms", true);
+  } catch (...) {
+    remove_cgroup_tree(root_);
+    throw;
+  }
+}
+
+DelegatedCgroup::~DelegatedCgroup() {
+  remove_cgroup_tree(root_);
+}
+
+std::string DelegatedCgroup::make_child(const std::string& name, bool delegate) {
+  std::string dir = root_ + "/" + name;
+  if (mkdir(dir.c_str(), 0755) != 0) fail("mkdir " + dir + ": " + std::strerror(errno));
+  if (delegate) chown_delegated(dir);
+  return dir;
+}
+
+std::string DelegatedCgroup::proc_path(const std::string& dir) const {
+  return dir.substr(mount_.size());
+}
+
+void DelegatedCgroup::move(pid_t pid, const std::string& dir) {
+  std::ofstream out(dir + "/cgroup.procs");
+  out << pid;
+  out.flush();
+  if (!out) fail("move pid " + std::to_string(pid) + " to " + dir);
+}
+
+std::string cgroup_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with("0::")) return line.substr(3);
+  }
+  return {};
 }
 
 // ---------------------------------------------------------------------------------------------

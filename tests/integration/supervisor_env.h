@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Support for the supervisor's privileged integration tests: on top of the helper's fixture, a
 // root-owned copy of sbx-supervisor in the private dir, specs for the probe VMM written where the
 // test user can read them, and one `sbx-supervisor run` driven as the test user with its
@@ -60,6 +61,37 @@ class SupervisorRun {
   std::vector<boost::json::object> events_;
 };
 
+// A cgroup v2 subtree delegated to the test user, made as root under the machine's cgroup2
+// mount as the cgroup v2 documentation describes (the directory and its cgroup.procs,
+// cgroup.subtree_control and cgroup.threads chowned), with two children: `leaf()`, where the
+// supervisor runs (it must share a delegated ancestor with the sandboxes' cgroups, and must
+// not sit in their parent), and `parent()`, the sandboxes' parent. Only this subtree is
+// touched; the destructor kills what the tests left in it and removes it, deepest first.
+class DelegatedCgroup {
+ public:
+  DelegatedCgroup();  // throws std::runtime_error
+  ~DelegatedCgroup();
+  DelegatedCgroup(const DelegatedCgroup&) = delete;
+  DelegatedCgroup& operator=(const DelegatedCgroup&) = delete;
+
+  const std::string& mount() const { return mount_; }  // the cgroup2 mount point
+  const std::string& root() const { return root_; }
+  const std::string& leaf() const { return leaf_; }
+  const std::string& parent() const { return parent_; }
+  // A new directory under root(), owned by the test user when `delegate`, else root 0755.
+  std::string make_child(const std::string& name, bool delegate);
+  // Moves `pid` (a process the test started) into `dir`, as root.
+  static void move(pid_t pid, const std::string& dir);
+  // The path of `dir` as /proc/PID/cgroup names it ("/sbx-it-.../vms/ID").
+  std::string proc_path(const std::string& dir) const;
+
+ private:
+  std::string mount_, root_, leaf_, parent_;
+};
+
+// The cgroup v2 path of pid ("0::" line of /proc/PID/cgroup); "" if it is gone.
+std::string cgroup_of(pid_t pid);
+
 // Base fixture: the helper's environment plus the supervisor copy (remade for each suite, as the
 // environment is).
 class SupervisorEnvTest : public HelperEnvTest {
@@ -98,10 +130,17 @@ class SupervisorEnvTest : public HelperEnvTest {
   // A fresh stderr file for a supervisor run.
   std::string stderr_path(const std::string& stem);
 
+  // From now on start_run and run_supervisor first move the supervisor (as root, before it
+  // drops to the test user) into the cgroup directory `leaf`; "" stops that.
+  void run_supervisor_in_cgroup(const std::string& leaf) { cgroup_leaf_ = leaf; }
+
  private:
   static std::string supervisor_;
   static std::string supervisor_dir_;  // the env dir the copy belongs to
+  // argv prefixed with the move into cgroup_leaf_ (when set) and the switch to the test user.
+  std::vector<std::string> wrap(bool as_root) const;
   int counter_ = 0;
+  std::string cgroup_leaf_;
 };
 
 // Waits until every pid has SIGTERM ignored (`ignored`) or caught (otherwise); false if one is

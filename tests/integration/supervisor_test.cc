@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `sbx-supervisor run` and `check` end to end (issue 4, "Tests"): the real binary driven as the
 // unprivileged test user, launching the probe VMM through the setcap'd helper copy. Each test
 // asserts facts: the events, the exit status, /proc scans for processes of the test user, the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The VMM kinds through the real supervisor and helper: Firecracker and Cloud Hypervisor are
 // not packaged here, so their APIs are served by DOUBLES (tests/doubles/api_double.cc) that
 // take the real flag syntax, record what they get and exit on the shutdown request. Checked:

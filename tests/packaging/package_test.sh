@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # package_install_purge: builds the Debian package with packaging/build-deb.sh, lints it, installs
 # it with `apt-get install ./sbx_*.deb`, checks the helper (root:sbx 0750, cap_sys_admin,cap_audit_write=ep, not
 # setuid), runs the probe VMM through the INSTALLED sbx-supervisor and sbx-nsexec as a member of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // sbx-test-launch: a minimal caller of sbx-nsexec for the helper's integration tests. It speaks
 // the wire protocol the way sbx-supervisor does (socketpair, helper end at fd 3, one LAUNCH,
 // read to EOF) and prints what happened as JSON lines on stdout:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // probe_vmm: a stand-in "VMM" for the sandbox integration tests. It runs where the real monitor
 // would, records what it can observe about its confinement (ids, caps, namespaces, fds, mounts,
 // seccomp verdicts) as one JSON report, then idles like a VMM until SIGTERM, so tests assert facts.
@@ -16,6 +17,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -74,7 +76,7 @@ void OnSigterm(int) {
   std::fprintf(
       stderr,
       "probe_vmm: %s\nusage: probe_vmm --report PATH [--api-sock PATH] "
-      "[--ignore-sigterm] [--children N] [--setsid-child] [--exit-code N]\n"
+      "[--ignore-sigterm] [--children N] [--setsid-child] [--exit-code N] [--burn-ms N]\n"
       "       [--clear-pdeathsig] [--read-file PATH]... [--ioctl-device PATH]...\n"
       "       [--exec-written DIR]... [--attack-file PATH] [--connect PATH] [-- ARGS...]\n",
       msg.c_str());
@@ -354,6 +356,7 @@ struct Options {
   std::vector<std::string> open_write;      // errno of opening each for writing
   std::vector<std::string> try_connect;     // errno of connecting to each unix socket
   bool sigterm_default = false;             // leave SIGTERM at its default: it kills the probe
+  int burn_ms = 0;  // CPU time to spend before the report (cgroup usage tests)
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -613,7 +616,7 @@ Options ParseArgs(int argc, char** argv) {
         arg != "--children" && arg != "--exit-code" && arg != "--read-file" &&
         arg != "--ioctl-device" && arg != "--exec-written" && arg != "--attack-file" &&
         arg != "--connect" && arg != "--check-path" && arg != "--try-write" &&
-        arg != "--open-write" && arg != "--try-connect") {
+        arg != "--open-write" && arg != "--try-connect" && arg != "--burn-ms") {
       Usage("unknown argument: " + arg);
     }
     if (i + 1 >= argc) Usage(arg + " needs a value");
@@ -656,6 +659,8 @@ Options ParseArgs(int argc, char** argv) {
       opt.api_sock = value.substr(5, value.find(',') - 5);
     } else if (arg == "--children") {
       opt.children = ParseInt(arg, value.c_str(), 0, 64);
+    } else if (arg == "--burn-ms") {
+      opt.burn_ms = ParseInt(arg, value.c_str(), 0, 60000);
     } else {
       opt.exit_code = ParseInt(arg, value.c_str(), 0, 255);
     }
@@ -888,6 +893,21 @@ void RunAttackFile(const std::string& path, const std::string& report) {
   WriteReportAtomically(report + ".attacks", w.str() + "\n");
 }
 
+// Spins on the CPU for `ms` of this process's own CPU time.
+void BurnCpu(int ms) {
+  if (ms <= 0) return;
+  timespec ts;
+  auto cpu_ms = [&] {
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  };
+  const int64_t until = cpu_ms() + ms;
+  volatile uint64_t sink = 0;
+  while (cpu_ms() < until) {
+    for (int i = 0; i < 100000; ++i) sink = sink + static_cast<uint64_t>(i);
+  }
+}
+
 int Run(int argc, char** argv) {
   Options opt = ParseArgs(argc, argv);
 
@@ -913,6 +933,7 @@ int Run(int argc, char** argv) {
   }
   std::optional<pid_t> setsid_child;
   if (opt.setsid_child) setsid_child = SpawnChild(true, true, listen_fd);
+  BurnCpu(opt.burn_ms);
 
   WriteReportAtomically(opt.report,
                         BuildReport(argc, argv, opt, sigterm_disp, children, setsid_child));

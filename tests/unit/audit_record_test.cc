@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The helper's audit record texts (helper/audit.h, docs/audit.md): the fields of each record
 // type, and that no value from the caller can end its field or forge another one.
 #include "helper/audit.h"

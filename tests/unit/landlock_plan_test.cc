@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Landlock layer's plan per policy mode and kernel ABI: what a launch will apply, decided
 // before the audit record is written.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The lexical rules both programs share: ids, env names, path components, absolute paths.
 #include "common/names.h"
 

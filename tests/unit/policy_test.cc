@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The policy parser (every refusal names file and line) and the loader's trust checks (owner,
 // mode and symlinks on the file and every parent directory).
 #include "helper/policy.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The wire protocol from both ends: encode/decode round trips, then every malformed, truncated,
 // oversize and unknown input the decoder must refuse, in memory and over a real socketpair.
 #include "common/protocol.h"

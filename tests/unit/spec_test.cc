@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The spec parser (one test per refusal rule, each naming its field), the VMM argv per kind,
 // and the LAUNCH request built from a spec.
 #include "supervisor/spec.h"
@@ -208,6 +209,58 @@ TEST(LaunchRequest, RestoreLinksOnlyRootfsAndSnapshotFiles) {
   auto req = launch_request(s);
   EXPECT_EQ(req.links, (std::vector<protocol::Link>{
                            {"rootfs.ext4", "/img/r"}, {"memory", "/img/m"}, {"state", "/img/s"}}));
+}
+
+TEST(Spec, CgroupWithEveryLimitParsesToTheKernelValues) {
+  Spec s = parse_ok(with(R"("cgroup": {"parent": "/sys/fs/cgroup/vms.slice/sbx",
+    "memory_max": 536870912, "memory_high": 469762048, "memory_swap_max": 0,
+    "cpu_max": "50000 100000", "cpu_weight": 100, "pids_max": 256, "cpuset_cpus": "2-3",
+    "cpuset_mems": "0", "io_weight": 100})"));
+  ASSERT_TRUE(s.cgroup);
+  EXPECT_EQ(s.cgroup->parent, "/sys/fs/cgroup/vms.slice/sbx");
+  EXPECT_EQ(s.cgroup->memory_max, "536870912");
+  EXPECT_EQ(s.cgroup->memory_high, "469762048");
+  EXPECT_EQ(s.cgroup->memory_swap_max, "0");
+  EXPECT_EQ(s.cgroup->cpu_max, "50000 100000");
+  EXPECT_EQ(s.cgroup->cpu_weight, 100u);
+  EXPECT_EQ(s.cgroup->pids_max, "256");
+  EXPECT_EQ(s.cgroup->cpuset_cpus, "2-3");
+  EXPECT_EQ(s.cgroup->cpuset_mems, "0");
+  EXPECT_EQ(s.cgroup->io_weight, 100u);
+}
+
+TEST(Spec, CgroupIsOptionalAndEveryKeyInItToo) {
+  EXPECT_FALSE(parse_ok(kMinimal).cgroup);
+  Spec s = parse_ok(with(R"("cgroup": {})"));
+  ASSERT_TRUE(s.cgroup);
+  EXPECT_EQ(s.cgroup->parent, "");  // --cgroup-parent may give it
+  EXPECT_FALSE(s.cgroup->memory_max);
+  Spec m =
+      parse_ok(with(R"("cgroup": {"memory_max": "max", "cpu_max": "max", "pids_max": "max"})"));
+  EXPECT_EQ(m.cgroup->memory_max, "max");
+  EXPECT_EQ(m.cgroup->cpu_max, "max");
+  EXPECT_EQ(m.cgroup->pids_max, "max");
+}
+
+TEST(Spec, CgroupRefusesUnknownKeysAndBadValuesNamingTheField) {
+  expect_refused(with(R"("cgroup": 1)"), "cgroup");
+  expect_refused(with(R"("cgroup": {"memory.max": 1})"), "cgroup.memory.max");
+  expect_refused(with(R"("cgroup": {"parent": "relative"})"), "cgroup.parent");
+  expect_refused(with(R"("cgroup": {"memory_max": -1})"), "cgroup.memory_max");
+  expect_refused(with(R"("cgroup": {"memory_high": "lots"})"), "cgroup.memory_high");
+  expect_refused(with(R"("cgroup": {"memory_swap_max": 1.5})"), "cgroup.memory_swap_max");
+  expect_refused(with(R"("cgroup": {"cpu_max": "500 100000"})"), "cgroup.cpu_max");
+  expect_refused(with(R"("cgroup": {"cpu_max": "50000 100"})"), "cgroup.cpu_max");
+  expect_refused(with(R"("cgroup": {"cpu_max": "50000  100000"})"), "cgroup.cpu_max");
+  expect_refused(with(R"("cgroup": {"cpu_max": "50000\n"})"), "cgroup.cpu_max");
+  expect_refused(with(R"("cgroup": {"cpu_weight": 0})"), "cgroup.cpu_weight");
+  expect_refused(with(R"("cgroup": {"cpu_weight": 10001})"), "cgroup.cpu_weight");
+  expect_refused(with(R"("cgroup": {"pids_max": 0})"), "cgroup.pids_max");
+  expect_refused(with(R"("cgroup": {"cpuset_cpus": "2-"})"), "cgroup.cpuset_cpus");
+  expect_refused(with(R"("cgroup": {"cpuset_cpus": "3-2"})"), "cgroup.cpuset_cpus");
+  expect_refused(with(R"("cgroup": {"cpuset_mems": "0,"})"), "cgroup.cpuset_mems");
+  expect_refused(with(R"("cgroup": {"cpuset_mems": "0 1"})"), "cgroup.cpuset_mems");
+  expect_refused(with(R"("cgroup": {"io_weight": 0})"), "cgroup.io_weight");
 }
 
 }  // namespace

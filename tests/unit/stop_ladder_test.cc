@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The stop ladder's timing, without processes: order, deadlines, and the bound after SIGKILL.
 #include "supervisor/stop_ladder.h"
 

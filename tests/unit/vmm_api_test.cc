@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The graceful-stop clients against in-process fake peers on a real unix socket: replies
 // dribbled one byte at a time, peers that never answer (the deadline holds), refused
 // connections, QMP events interleaved with replies, and non-2xx HTTP answers.

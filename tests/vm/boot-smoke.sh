@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # boot-smoke.sh OUTDIR
 #
 # Manual proof (as root) that the guest built by make-guest.sh boots under QEMU/TCG on the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # make-guest.sh OUTDIR
 #
 # Builds the QEMU test guest used by the sbx end-to-end tests:

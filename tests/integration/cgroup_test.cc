@@ -1,0 +1,378 @@
+// SPDX-License-Identifier: Apache-2.0
+// `sbx-supervisor run` with a cgroup (issue 14, "Tests"), on this machine's real cgroup2 mount:
+// a subtree delegated to the test user, the supervisor in a leaf of it, the sandboxes' parent
+// beside that leaf. Asserted from /proc and the cgroup directories: the VMM and its children
+// are in <parent>/<id>; a setsid() escapee without a PID namespace is gone after the stop (by
+// cgroup.kill and by the cgroup.procs path); usage.cpu_usec is positive for a VMM that burns
+// CPU; the directory is removed; the refusals happen before anything is spawned. And `doctor`
+// reports this machine's real state.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/integration/helper_env.h"
+#include "tests/integration/supervisor_env.h"
+
+#ifndef LANDLOCK_CREATE_RULESET_VERSION
+#define LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
+#endif
+
+namespace sbx::it {
+namespace {
+
+namespace json = boost::json;
+using std::chrono::milliseconds;
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+std::string events_text(const std::vector<json::object>& events) {
+  std::string out;
+  for (const auto& ev : events) out += json::serialize(ev) + "\n";
+  return out;
+}
+
+class CgroupRunTest : public SupervisorEnvTest {
+ protected:
+  void SetUp() override {
+    SupervisorEnvTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    cgroup_ = std::make_unique<DelegatedCgroup>();
+    run_supervisor_in_cgroup(cgroup_->leaf());
+  }
+  void TearDown() override {
+    SupervisorEnvTest::TearDown();  // kills what the test user left, the supervisor included
+    run_supervisor_in_cgroup("");
+    cgroup_.reset();
+  }
+
+  ProbeSpec cgroup_probe(const std::string& tag, const std::vector<std::string>& flags,
+                         json::object cgroup = {}) {
+    ProbeSpec spec = probe_spec(tag, flags);
+    if (!cgroup.contains("parent")) cgroup["parent"] = cgroup_->parent();
+    spec.json["cgroup"] = cgroup;
+    return spec;
+  }
+
+  std::string sandbox_cgroup(const ProbeSpec& spec) const {
+    return cgroup_->parent() + "/" + spec.id;
+  }
+
+  // The run must end with one event, setup_failed at create_cgroup with `err`, exit 125, and
+  // nothing spawned: no process of the test user, no report, no sandbox cgroup, the sandbox
+  // dir never made. Returns the event's detail.
+  std::string expect_refused(const ProbeSpec& spec, int err,
+                             const std::vector<std::string>& extra = {}) {
+    auto run = start_run(write_spec(spec.json), extra);
+    json::object ev = run->next_event();
+    if (json_str(ev, "event") != "exited") {
+      ADD_FAILURE() << "the launch went on: " << json::serialize(ev);
+      run->terminate();
+    }
+    const int code = run->finish();
+    EXPECT_EQ(run->events().size(), 1u) << events_text(run->events());
+    EXPECT_EQ(json_str(ev, "outcome"), "setup_failed") << json::serialize(ev);
+    EXPECT_EQ(json_str(ev, "step"), "create_cgroup") << json::serialize(ev);
+    EXPECT_EQ(json_int(ev, "errno"), err) << json::serialize(ev);
+    EXPECT_EQ(json_int(ev, "exit_status"), 125);
+    EXPECT_FALSE(ev.contains("usage")) << "no cgroup was made";
+    EXPECT_EQ(code, 125) << run->stderr_text();
+    EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+    EXPECT_FALSE(path_exists(spec.report)) << "the VMM ran";
+    EXPECT_FALSE(path_exists(spec.sandbox_dir)) << "the helper ran";
+    EXPECT_FALSE(path_exists(sandbox_cgroup(spec)));
+    return json_str(ev, "detail");
+  }
+
+  // The escapee test, through cgroup.kill (`extra` empty) or the cgroup.procs path.
+  void expect_setsid_escapee_killed(const std::vector<std::string>& extra) {
+    ProbeSpec spec = cgroup_probe("escapee", {"--ignore-sigterm", "--setsid-child"});
+    spec.json["pid_namespace"] = false;
+    spec.json["stop_timeout_ms"] = 1000;
+    auto run = start_run(write_spec(spec.json), extra);
+    json::object started = run->expect_event("started");
+    run->expect_event("ready");
+    json::object report = env().wait_for_report(spec.report);
+    const pid_t vmm = static_cast<pid_t>(json_int(started, "pid"));
+    const pid_t escapee = static_cast<pid_t>(json_int(report, "setsid_child"));
+    const std::string inside = cgroup_->proc_path(sandbox_cgroup(spec));
+    EXPECT_EQ(cgroup_of(vmm), inside);
+    EXPECT_EQ(cgroup_of(escapee), inside);
+    EXPECT_EQ(session_of(escapee), escapee) << "the child did not leave the VMM's session";
+    EXPECT_NE(getpgid(escapee), vmm);
+    ASSERT_TRUE(wait_sigterm_disposition({vmm, escapee}, /*ignored=*/true));
+
+    run->terminate();
+    EXPECT_EQ(json_str(run->expect_event("stopping"), "step"), "sigterm");
+    EXPECT_EQ(json_str(run->expect_event("stopping", milliseconds(10000)), "step"), "sigkill");
+    json::object exited = run->expect_event("exited");
+    const int code = run->finish();
+    EXPECT_EQ(json_str(exited, "outcome"), "killed_after_timeout") << json::serialize(exited);
+    EXPECT_EQ(code, 137) << run->stderr_text();
+    EXPECT_FALSE(exited.contains("cgroup_left")) << json::serialize(exited);
+    EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+    EXPECT_FALSE(process_exists(escapee)) << "the setsid child survived";
+    EXPECT_FALSE(process_exists(vmm));
+    EXPECT_FALSE(path_exists(sandbox_cgroup(spec))) << "the cgroup was not removed";
+  }
+
+  std::unique_ptr<DelegatedCgroup> cgroup_;
+};
+
+// The VMM and its children start inside <parent>/<id>; the supervisor stays in its leaf; on
+// the stop the exited event carries the usage (cpu_usec positive: the probe burned 300 ms of
+// CPU; the rest null, as this machine's cgroup2 has no memory or pids controller) and the
+// directory is gone.
+TEST_F(CgroupRunTest, VmmAndChildrenRunInTheSandboxCgroupWhichIsRemovedWithUsageReported) {
+  ProbeSpec spec = cgroup_probe("inside", {"--children", "2", "--burn-ms", "300"});
+  auto run = start_run(write_spec(spec.json));
+  json::object started = run->expect_event("started");
+  run->expect_event("ready");
+  json::object report = env().wait_for_report(spec.report);
+  const pid_t vmm = static_cast<pid_t>(json_int(started, "pid"));
+  const std::string inside = cgroup_->proc_path(sandbox_cgroup(spec));
+  EXPECT_EQ(cgroup_of(vmm), inside);
+  std::vector<int64_t> children = json_ints(report, "children");
+  ASSERT_EQ(children.size(), 2u);
+  for (int64_t c : children) EXPECT_EQ(cgroup_of(static_cast<pid_t>(c)), inside) << "pid " << c;
+  EXPECT_EQ(cgroup_of(run->pid()), cgroup_->proc_path(cgroup_->leaf()));
+  EXPECT_EQ(trimmed(slurp(cgroup_->parent() + "/cgroup.procs")), "") << "the parent holds none";
+  ASSERT_TRUE(wait_sigterm_disposition({vmm}, /*ignored=*/false));
+
+  run->terminate();
+  run->expect_event("stopping");
+  json::object exited = run->expect_event("exited");
+  const int code = run->finish();
+  EXPECT_EQ(json_str(exited, "outcome"), "exited") << json::serialize(exited);
+  EXPECT_EQ(code, 0) << run->stderr_text();
+  ASSERT_TRUE(exited.contains("usage")) << json::serialize(exited);
+  const json::object& usage = exited.at("usage").as_object();
+  ASSERT_TRUE(usage.at("cpu_usec").is_number()) << json::serialize(exited);
+  EXPECT_GE(usage.at("cpu_usec").to_number<int64_t>(), 250000) << json::serialize(exited);
+  const std::string controllers = slurp(cgroup_->parent() + "/cgroup.controllers");
+  if (controllers.find("memory") == std::string::npos) {
+    EXPECT_TRUE(usage.at("memory_peak_bytes").is_null());
+    EXPECT_TRUE(usage.at("oom_kills").is_null());
+  }
+  if (controllers.find("pids") == std::string::npos) EXPECT_TRUE(usage.at("pids_peak").is_null());
+  EXPECT_FALSE(exited.contains("cgroup_left")) << json::serialize(exited);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+  EXPECT_FALSE(path_exists(sandbox_cgroup(spec))) << "the cgroup was not removed";
+  for (int64_t c : children) EXPECT_FALSE(process_exists(static_cast<pid_t>(c)));
+}
+
+// --cgroup-parent on the command line gives a spec without `cgroup` its cgroup.
+TEST_F(CgroupRunTest, CgroupParentOnTheCommandLine) {
+  ProbeSpec spec = probe_spec("cli-parent");
+  auto run = start_run(write_spec(spec.json), {"--cgroup-parent", cgroup_->parent()});
+  json::object started = run->expect_event("started");
+  run->expect_event("ready");
+  env().wait_for_report(spec.report);
+  const pid_t vmm = static_cast<pid_t>(json_int(started, "pid"));
+  EXPECT_EQ(cgroup_of(vmm), cgroup_->proc_path(sandbox_cgroup(spec)));
+  run->terminate();
+  run->expect_event("stopping");
+  json::object exited = run->expect_event("exited", milliseconds(15000));
+  EXPECT_EQ(run->finish(), 0) << run->stderr_text();
+  EXPECT_TRUE(exited.contains("usage")) << json::serialize(exited);
+  EXPECT_FALSE(path_exists(sandbox_cgroup(spec)));
+}
+
+// Without a PID namespace a setsid() child leaves the VMM's session and process group; the
+// cgroup still holds it, and the stop kills it.
+TEST_F(CgroupRunTest, SetsidEscapeeIsGoneAfterTheStop) {
+  expect_setsid_escapee_killed({});
+}
+
+// The same through the path for kernels without cgroup.kill: SIGKILL to each pid listed in
+// cgroup.procs until it is empty.
+TEST_F(CgroupRunTest, SetsidEscapeeIsGoneAfterTheStopWithoutCgroupKill) {
+  expect_setsid_escapee_killed({"--cgroup-kill-mode", "procs"});
+}
+
+// memory_max needs the memory controller, which this machine's cgroup2 lacks (it is bound to
+// v1): refused naming it, before anything is spawned, and the parent's subtree_control kept.
+TEST_F(CgroupRunTest, MemoryMaxIsRefusedNamingTheMemoryControllerAndNothingIsSpawned) {
+  const std::string controllers = slurp(cgroup_->parent() + "/cgroup.controllers");
+  ASSERT_EQ(controllers.find("memory"), std::string::npos)
+      << "this machine's cgroup2 has the memory controller: the refusal cannot be shown here";
+  const std::string subtree = slurp(cgroup_->parent() + "/cgroup.subtree_control");
+  ProbeSpec spec = cgroup_probe("memory", {}, json::object{{"memory_max", 268435456}});
+  std::string detail = expect_refused(spec, EOPNOTSUPP);
+  EXPECT_NE(detail.find("the memory controller"), std::string::npos) << detail;
+  EXPECT_NE(detail.find("cgroup.memory_max"), std::string::npos) << detail;
+  EXPECT_NE(detail.find(cgroup_->parent() + "/cgroup.controllers"), std::string::npos) << detail;
+  EXPECT_EQ(slurp(cgroup_->parent() + "/cgroup.subtree_control"), subtree);
+}
+
+TEST_F(CgroupRunTest, AParentHoldingAProcessIsRefused) {
+  std::string busy = cgroup_->make_child("busy", true);
+  ChildProcess sleeper({"/bin/sleep", "60"}, {}, env().fresh_path("sleep.stderr"));
+  DelegatedCgroup::move(sleeper.pid(), busy);
+  ProbeSpec spec = cgroup_probe("busy", {}, json::object{{"parent", busy}});
+  std::string detail = expect_refused(spec, EBUSY);
+  EXPECT_NE(detail.find(busy + " holds processes"), std::string::npos) << detail;
+  EXPECT_NE(detail.find(std::to_string(sleeper.pid())), std::string::npos) << detail;
+  EXPECT_FALSE(path_exists(busy + "/" + spec.id));
+}
+
+TEST_F(CgroupRunTest, AParentNotOnCgroup2IsRefused) {
+  ProbeSpec spec = cgroup_probe("tmpfs", {}, json::object{{"parent", env().work()}});
+  std::string detail = expect_refused(spec, EINVAL);
+  EXPECT_NE(detail.find(env().work() + " is not on a cgroup2 mount"), std::string::npos) << detail;
+  EXPECT_FALSE(path_exists(env().work() + "/" + spec.id));
+}
+
+TEST_F(CgroupRunTest, AParentTheUserCannotWriteIsRefused) {
+  std::string theirs = cgroup_->make_child("not-delegated", false);
+  ProbeSpec spec = cgroup_probe("nowrite", {}, json::object{{"parent", theirs}});
+  std::string detail = expect_refused(spec, EACCES);
+  EXPECT_NE(detail.find(theirs + " is not writable by this user"), std::string::npos) << detail;
+}
+
+// ---------------------------------------------------------------------------------------------
+// doctor
+
+// Whether uid/gid kTestUid may read and write `path`, from its owner and mode (no ACLs here).
+bool test_user_may_rw(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return false;
+  if (st.st_uid == kTestUid) return (st.st_mode & 0600) == 0600;
+  if (st.st_gid == kTestGid) return (st.st_mode & 060) == 060;
+  return (st.st_mode & 06) == 06;
+}
+
+const json::object& check_named(const json::object& doctor, const std::string& name) {
+  for (const auto& c : doctor.at("checks").as_array()) {
+    if (c.as_object().at("name").as_string() == name) return c.as_object();
+  }
+  throw std::runtime_error("no check named " + name + " in " + json::serialize(doctor));
+}
+
+TEST_F(CgroupRunTest, DoctorReportsThisMachineAndItsJsonParses) {
+  Output o = run_supervisor(
+      {"doctor", "--json", "--helper", env().helper(), "--cgroup-parent", cgroup_->parent()});
+  boost::system::error_code ec;
+  json::value v = json::parse(o.out, ec);
+  ASSERT_FALSE(ec) << "not JSON: " << o.out << "\nstderr: " << o.err;
+  const json::object& doctor = v.as_object();
+  auto status = [&](const std::string& name) {
+    return std::string(check_named(doctor, name).at("status").as_string());
+  };
+  auto detail = [&](const std::string& name) {
+    return std::string(check_named(doctor, name).at("detail").as_string());
+  };
+
+  EXPECT_EQ(status("helper.installed"), "ok");
+  EXPECT_EQ(status("helper.executable"), "ok");
+  EXPECT_EQ(status("helper.capabilities"), "ok");
+  EXPECT_EQ(detail("helper.capabilities"), "cap_sys_admin,cap_audit_write+ep");
+  EXPECT_EQ(status("helper.not_setuid"), "ok");
+  EXPECT_EQ(status("policy"), "ok") << detail("policy");
+  EXPECT_NE(detail("policy").find(env().policy_path()), std::string::npos) << detail("policy");
+
+  const bool kvm = test_user_may_rw("/dev/kvm");
+  EXPECT_EQ(status("dev.kvm"), kvm ? "ok" : "fail") << detail("dev.kvm");
+  EXPECT_EQ(status("dev.net_tun"), test_user_may_rw("/dev/net/tun") ? "ok" : "warn");
+  const bool uffd = test_user_may_rw("/dev/userfaultfd") ||
+                    trimmed(slurp("/proc/sys/vm/unprivileged_userfaultfd")) == "1";
+  EXPECT_EQ(status("userfaultfd"), uffd ? "ok" : "warn") << detail("userfaultfd");
+
+  const long abi =
+      syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
+  if (abi >= 1) {
+    EXPECT_EQ(status("landlock"), "ok");
+    EXPECT_TRUE(detail("landlock").starts_with("ABI " + std::to_string(abi))) << detail("landlock");
+  } else {
+    EXPECT_EQ(status("landlock"), "warn");
+  }
+  struct stat st;
+  if (stat("/proc/sys/kernel/yama/ptrace_scope", &st) != 0) {
+    EXPECT_EQ(status("yama.ptrace_scope"), "warn");
+  } else {
+    std::string scope = trimmed(slurp("/proc/sys/kernel/yama/ptrace_scope"));
+    EXPECT_EQ(status("yama.ptrace_scope"), scope == "0" ? "warn" : "ok");
+  }
+
+  EXPECT_EQ(status("cgroup.v2_mount"), "ok");
+  EXPECT_NE(detail("cgroup.v2_mount").find("cgroup2 at " + cgroup_->mount()), std::string::npos);
+  std::string mount_controllers = trimmed(slurp(cgroup_->mount() + "/cgroup.controllers"));
+  EXPECT_NE(detail("cgroup.v2_mount").find("controllers: " + mount_controllers), std::string::npos)
+      << detail("cgroup.v2_mount");
+  EXPECT_EQ(status("cgroup.parent"), "ok") << detail("cgroup.parent");
+  std::string parent_controllers = trimmed(slurp(cgroup_->parent() + "/cgroup.controllers"));
+  EXPECT_NE(detail("cgroup.parent")
+                .find("available: " +
+                      (parent_controllers.empty() ? std::string("none") : parent_controllers)),
+            std::string::npos)
+      << detail("cgroup.parent");
+  EXPECT_EQ(status("cgroup.placement"), "ok") << detail("cgroup.placement");
+  EXPECT_EQ(status("netns"), path_exists("/run/netns") ? "ok" : "warn");
+
+  // Exit 0 exactly when no needed check failed.
+  bool needed_ok = true;
+  for (const auto& c : doctor.at("checks").as_array()) {
+    const auto& obj = c.as_object();
+    if (obj.at("needed").as_bool() && obj.at("status").as_string() == "fail") needed_ok = false;
+    if (obj.at("status").as_string() != "ok") {
+      EXPECT_TRUE(obj.at("fix").is_string()) << json::serialize(obj);
+    }
+  }
+  EXPECT_EQ(doctor.at("ok").as_bool(), needed_ok);
+  EXPECT_EQ(o.code, needed_ok ? 0 : 1) << o.out;
+  EXPECT_EQ(needed_ok, kvm) << "on this machine only /dev/kvm can fail: " << o.out;
+}
+
+TEST_F(CgroupRunTest, DoctorTextLinesAndANotDelegatedParent) {
+  std::string theirs = cgroup_->make_child("not-delegated", false);
+  Output o = run_supervisor({"doctor", "--helper", env().helper(), "--cgroup-parent", theirs});
+  EXPECT_EQ(o.code, 1) << o.out;
+  std::istringstream lines(o.out);
+  std::string line, previous;
+  bool saw_parent = false;
+  while (std::getline(lines, line)) {
+    if (line.starts_with("      fix: ")) {
+      EXPECT_FALSE(previous.starts_with("OK")) << "a fix for an OK line: " << o.out;
+    } else if (!line.starts_with("this host")) {
+      EXPECT_TRUE(line.starts_with("OK    ") || line.starts_with("WARN  ") ||
+                  line.starts_with("FAIL  "))
+          << line;
+    }
+    if (line.starts_with("FAIL  cgroup.parent: not delegated to")) {
+      saw_parent = true;
+      EXPECT_NE(line.find(theirs), std::string::npos) << line;
+      std::string fix;
+      std::getline(lines, fix);
+      EXPECT_NE(fix.find("chown"), std::string::npos) << fix;
+      line = fix;
+    }
+    previous = line;
+  }
+  EXPECT_TRUE(saw_parent) << o.out;
+}
+
+}  // namespace
+}  // namespace sbx::it
