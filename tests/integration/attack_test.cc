@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -559,6 +560,201 @@ TEST_F(AttackTest, SymlinkSwapRaceDuringAThousandLaunches) {
   }
   std::error_code ec;
   fs::remove_all(reports, ec);
+  expect_host_unchanged(before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// a2. The jail's entries raced the same way, 1,000 launches each: a files.read_write directory
+// the caller swaps with a symlink to /etc, and a device path swapped (by root: only root can
+// write /dev, so this stands for a race on the host's side) with a symlink to another node.
+// Each jailed launch must either be refused (validate_request, ELOOP: the helper opened the
+// symlink, at its first check or at the second, in its own mount namespace) or bind exactly
+// the directory or device the caller meant, read by root through /proc/PID/root while the VMM
+// runs; /etc is never bound. The host's mount table never changes.
+class JailRaceTest : public AttackTest {
+ protected:
+  struct Counts {
+    int launched = 0, refused = 0, wrong = 0;
+  };
+
+  // Runs `launches` jailed launches while `attacker` swaps (SIGCONT during each launch,
+  // SIGSTOP while it is checked); `check` gets the running VMM's pid and says what is wrong.
+  Counts race(int launches, pid_t attacker,
+              const std::function<void(protocol::LaunchRequest&)>& fill,
+              const std::function<std::string(pid_t)>& check) {
+    Counts c;
+    const std::string host_before = HelperEnv::host_mountinfo();
+    for (int i = 0; i < launches && c.wrong < 5; ++i) {
+      protocol::LaunchRequest req;
+      req.id = "jrace-" + std::to_string(i);
+      req.vmm = env().probe();
+      req.args = {"--report", "report.json"};  // in the sandbox dir: the probe stays up
+      req.env = {"SBX_TEST=1"};
+      req.sandbox_dir = env().sandboxes() + "/" + req.id;
+      req.links = {{"vmlinux", env().images() + "/vmlinux"}};
+      req.files = req.jail = true;
+      req.read_only = {"/usr"};
+      fill(req);
+      EXPECT_EQ(kill(attacker, SIGCONT), 0);
+      Spawned h = spawn_as_test_user(env().helper(), {}, {}, "");
+      if (h.exec_errno != 0) {
+        ADD_FAILURE() << "spawn: " << std::strerror(h.exec_errno);
+        break;
+      }
+      const Outcome outcome = converse(h.control.get(), encode_or_throw(req));
+      EXPECT_EQ(kill(attacker, SIGSTOP), 0);
+      int stopped = 0;
+      if (waitpid(attacker, &stopped, WUNTRACED) != attacker || !WIFSTOPPED(stopped)) {
+        ADD_FAILURE() << "the attacker ended: " << exit_text(stopped);
+        break;
+      }
+      if (outcome.launched) {
+        ++c.launched;
+        std::string why = check(h.pid);
+        struct stat st;
+        if (why.empty() &&
+            lstat(("/proc/" + std::to_string(h.pid) + "/root/etc").c_str(), &st) == 0) {
+          why = "the jail holds /etc";
+        }
+        kill(h.pid, SIGKILL);
+        reap(h.pid);
+        if (!why.empty()) {
+          ++c.wrong;
+          ADD_FAILURE() << "launch " << i << ": " << why;
+        }
+      } else {
+        auto status = reap(h.pid);
+        if (outcome.error && outcome.error->step == Step::kValidateRequest &&
+            outcome.error->err == ELOOP && status && WIFEXITED(*status) &&
+            WEXITSTATUS(*status) == 125) {
+          ++c.refused;
+        } else {
+          ++c.wrong;
+          ADD_FAILURE() << "launch " << i << ": " << outcome.text();
+        }
+      }
+      rmdir(req.sandbox_dir.c_str());
+      if (HelperEnv::host_mountinfo() != host_before) {
+        ADD_FAILURE() << "the host's mount table changed during launch " << i;
+        break;
+      }
+      if (i % 100 == 99) reap_zombies_except(attacker);
+    }
+    kill(attacker, SIGKILL);
+    kill(attacker, SIGCONT);
+    auto status = reap(attacker);
+    EXPECT_TRUE(status && WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL)
+        << "the attacker stopped swapping on its own";
+    std::cout << "[ race     ] " << c.launched << " launched, " << c.refused
+              << " refused (validate_request ELOOP)\n";
+    return c;
+  }
+};
+
+TEST_F(JailRaceTest, ReadWriteEntrySwappedWithASymlinkDuringAThousandLaunches) {
+  constexpr int kLaunches = 1000;
+  PolicySpec policy = env().default_policy();
+  policy.extra_lines = {"read_only = /usr"};
+  ScopedPolicy scoped(env(), policy);
+  const HostSnapshot before;
+  const std::string root = env().sandboxes();
+  int ready_fds[2];
+  ASSERT_EQ(pipe2(ready_fds, O_CLOEXEC), 0);
+  UniqueFd ready_read(ready_fds[0]), ready_write(ready_fds[1]);
+  const pid_t attacker = fork_as_test_user([&] {
+    int root_fd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0 || mkdirat(root_fd, "rwrace", 0700) != 0 ||
+        symlinkat("/etc", root_fd, "rwrace-alt") != 0) {
+      return 1;
+    }
+    if (write(ready_write.get(), "x", 1) != 1) return 2;
+    for (;;) {
+      if (renameat2(root_fd, "rwrace", root_fd, "rwrace-alt", RENAME_EXCHANGE) != 0) return 3;
+    }
+  });
+  ready_write.reset();
+  char byte;
+  pollfd pfd{ready_read.get(), POLLIN, 0};
+  ASSERT_EQ(poll(&pfd, 1, 10000), 1);
+  ASSERT_EQ(read(ready_read.get(), &byte, 1), 1) << "the attacker failed to set up";
+  kill(attacker, SIGSTOP);
+  int stopped = 0;
+  ASSERT_EQ(waitpid(attacker, &stopped, WUNTRACED), attacker);
+  // The directory's identity: it keeps it whatever name it has.
+  struct stat dir_st;
+  const std::string a = root + "/rwrace", b = root + "/rwrace-alt";
+  ASSERT_EQ(lstat(a.c_str(), &dir_st), 0);
+  if (S_ISLNK(dir_st.st_mode)) ASSERT_EQ(lstat(b.c_str(), &dir_st), 0);
+  ASSERT_TRUE(S_ISDIR(dir_st.st_mode));
+  const std::string entry = root + "/rwrace";
+
+  Counts c = race(
+      kLaunches, attacker, [&](protocol::LaunchRequest& req) { req.read_write = {entry}; },
+      [&](pid_t vmm) -> std::string {
+        struct stat st;
+        const std::string inside = "/proc/" + std::to_string(vmm) + "/root" + entry;
+        if (stat(inside.c_str(), &st) != 0) return "the read_write entry is not in the jail";
+        if (!S_ISDIR(st.st_mode) || st.st_ino != dir_st.st_ino || st.st_dev != dir_st.st_dev) {
+          return "the jail's " + entry + " is not the caller's directory";
+        }
+        return "";
+      });
+  EXPECT_EQ(c.launched + c.refused, kLaunches);
+  EXPECT_GT(c.launched, 0);
+  EXPECT_GT(c.refused, 0);
+  struct stat st;
+  ASSERT_EQ(lstat("/etc", &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  for (const std::string& p : {a, b}) {
+    ASSERT_EQ(lstat(p.c_str(), &st), 0) << p;
+    EXPECT_EQ(S_ISLNK(st.st_mode) ? unlink(p.c_str()) : rmdir(p.c_str()), 0) << p;
+  }
+  expect_host_unchanged(before);
+}
+
+TEST_F(JailRaceTest, DevicePathSwappedWithASymlinkDuringAThousandLaunches) {
+  constexpr int kLaunches = 1000;
+  const std::string node = "/dev/sbx-it-race-" + std::to_string(getpid());
+  const std::string alt = node + "-alt";
+  PolicySpec policy = env().default_policy();
+  policy.extra_lines = {"read_only = /usr", "device = " + node};
+  ScopedPolicy scoped(env(), policy);
+  const HostSnapshot before;
+  const dev_t expected = makedev(1, 5);  // the zero device's numbers, on a node of our own
+  ASSERT_EQ(mknod(node.c_str(), S_IFCHR | 0666, expected), 0) << std::strerror(errno);
+  ASSERT_EQ(symlink("null", alt.c_str()), 0);
+  struct Cleanup {
+    std::string a, b;
+    ~Cleanup() {
+      unlink(a.c_str());
+      unlink(b.c_str());
+    }
+  } cleanup{node, alt};
+  const pid_t attacker = fork();
+  ASSERT_GE(attacker, 0);
+  if (attacker == 0) {
+    for (;;) {
+      if (renameat2(AT_FDCWD, node.c_str(), AT_FDCWD, alt.c_str(), RENAME_EXCHANGE) != 0) _exit(3);
+    }
+  }
+  kill(attacker, SIGSTOP);
+  int stopped = 0;
+  ASSERT_EQ(waitpid(attacker, &stopped, WUNTRACED), attacker);
+
+  Counts c = race(
+      kLaunches, attacker, [&](protocol::LaunchRequest& req) { req.devices = {node}; },
+      [&](pid_t vmm) -> std::string {
+        struct stat st;
+        const std::string inside = "/proc/" + std::to_string(vmm) + "/root" + node;
+        if (lstat(inside.c_str(), &st) != 0) return "the device is not in the jail";
+        if (!S_ISCHR(st.st_mode) || st.st_rdev != expected) {
+          return "the jail's " + node + " is not the device the policy names";
+        }
+        return "";
+      });
+  EXPECT_EQ(c.launched + c.refused, kLaunches);
+  EXPECT_GT(c.launched, 0);
+  EXPECT_GT(c.refused, 0);
   expect_host_unchanged(before);
 }
 

@@ -6,8 +6,10 @@
 // group-writable or through a symlink; read_write entries and the API socket's directory that
 // are outside the sandbox roots, a root itself, not the caller's, a symlink, `..`, or a file.
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -20,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "tests/integration/helper_env.h"
 
 namespace sbx::it {
@@ -221,6 +224,37 @@ TEST_F(FilesRefusalsTest, ApiSocketDirIsASandboxRoot) {
   auto args = files_args("sock-root");
   args.api_socket_dir = env().sandboxes();
   expect_refused(args, "validate_request", EPERM);
+}
+
+// --- images: a FIFO or a socket named as the kernel ---
+
+TEST_F(FilesRefusalsTest, FifoNamedAsAnImage) {
+  const std::string fifo = made(env().images() + "/fifo-image");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  auto args = files_args("img-fifo");
+  args.jail = true;
+  for (auto& link : args.links) {
+    if (link.first == "vmlinux") link.second = fifo;
+  }
+  json::object e = expect_refused(args, "validate_request", EINVAL);
+  EXPECT_NE(json_str(e, "detail").find("not a file"), std::string::npos) << json::serialize(e);
+}
+
+TEST_F(FilesRefusalsTest, SocketNamedAsAnImage) {
+  const std::string sock = made(env().images() + "/socket-image");
+  UniqueFd s(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(s);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, sock.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  auto args = files_args("img-socket");
+  args.jail = true;
+  for (auto& link : args.links) {
+    if (link.first == "rootfs.ext4") link.second = sock;
+  }
+  json::object e = expect_refused(args, "validate_request", EINVAL);
+  EXPECT_NE(json_str(e, "detail").find("not a file"), std::string::npos) << json::serialize(e);
 }
 
 // The accepted case, for contrast: every kind of entry at once, and the layer reported.
