@@ -119,16 +119,22 @@ class ContainmentTest : public SupervisorEnvTest {
   // own supervisor and a sibling VMM under another supervisor.
   void attacks_from_inside(bool pid_namespace) {
     const std::string mounts = host_mounts();
-    ProbeSpec sibling_spec = probe_spec(pid_namespace ? "sibling-pidns" : "sibling");
+    const std::string abstract_name = "sbx-it-abstract-" + std::to_string(getpid());
+    ProbeSpec sibling_spec = probe_spec(pid_namespace ? "sibling-pidns" : "sibling",
+                                        {"--listen-abstract", abstract_name});
     sibling_spec.json["pid_namespace"] = pid_namespace;
     Sandboxed sibling = start(sibling_spec);
 
     const std::string attack_file = env().work() + "/attacks-" + sibling.spec.id;
     ProbeSpec attacker_spec =
-        probe_spec(pid_namespace ? "attacker-pidns" : "attacker", {"--attack-file", attack_file});
+        probe_spec(pid_namespace ? "attacker-pidns" : "attacker",
+                   {"--attack-file", attack_file, "--connect-abstract", abstract_name});
     attacker_spec.json["pid_namespace"] = pid_namespace;
     Sandboxed attacker = start(attacker_spec);
     EXPECT_EQ(json_int(attacker.started, "landlock_abi"), 6) << json::serialize(attacker.started);
+    // The sibling's abstract socket (same netns): Landlock's scope refuses the connection.
+    EXPECT_EQ(attacker.report.at("connect_abstract").as_object().at(abstract_name).as_int64(),
+              EPERM);
 
     json::object a = run_attacks(attack_file, attacker.spec.report,
                                  {{"supervisor", attacker.run->pid()}, {"sibling", sibling.pid}});
@@ -273,15 +279,19 @@ TEST_F(ContainmentTest, ControlTheSameAttacksFromOutsideSucceed) {
 }
 
 // Control for Landlock: with `landlock = off` the sandboxed attacker can signal its supervisor
-// and the sibling and open the sibling's memory; ptrace stays refused by the filter.
+// and the sibling, open the sibling's memory and connect to its abstract unix socket; ptrace
+// stays refused by the filter.
 TEST_F(ContainmentTest, ControlWithoutLandlockSignalsAndMemoryGoThrough) {
   PolicySpec policy = env().default_policy();
   policy.extra_lines = {"landlock = off"};
   ScopedPolicy scoped(env(), policy);
-  Sandboxed sibling = start(probe_spec("nolandlock-sibling"));
+  const std::string abstract_name = "sbx-it-abstract-nl-" + std::to_string(getpid());
+  Sandboxed sibling = start(probe_spec("nolandlock-sibling", {"--listen-abstract", abstract_name}));
   EXPECT_EQ(json_int(sibling.started, "landlock_abi"), 0);
   const std::string attack_file = env().work() + "/attacks-nolandlock";
-  Sandboxed attacker = start(probe_spec("nolandlock-attacker", {"--attack-file", attack_file}));
+  Sandboxed attacker = start(probe_spec(
+      "nolandlock-attacker", {"--attack-file", attack_file, "--connect-abstract", abstract_name}));
+  EXPECT_EQ(attacker.report.at("connect_abstract").as_object().at(abstract_name).as_int64(), 0);
   json::object a = run_attacks(attack_file, attacker.spec.report,
                                {{"supervisor", attacker.run->pid()}, {"sibling", sibling.pid}});
   SCOPED_TRACE(json::serialize(a));

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -351,11 +352,13 @@ struct Options {
   std::optional<std::string> attack_file;
   std::optional<std::string> connect;
   // What the VMM's filesystem view holds (the jail tests).
-  std::vector<std::string> check_paths;     // lstat errno of each
-  std::vector<std::string> try_write_dirs;  // errno of creating a file in each
-  std::vector<std::string> open_write;      // errno of opening each for writing
-  std::vector<std::string> try_connect;     // errno of connecting to each unix socket
-  bool sigterm_default = false;             // leave SIGTERM at its default: it kills the probe
+  std::vector<std::string> check_paths;        // lstat errno of each
+  std::vector<std::string> try_write_dirs;     // errno of creating a file in each
+  std::vector<std::string> open_write;         // errno of opening each for writing
+  std::vector<std::string> try_connect;        // errno of connecting to each unix socket
+  bool sigterm_default = false;                // leave SIGTERM at its default: it kills the probe
+  std::optional<std::string> listen_abstract;  // an abstract unix socket kept listening
+  std::vector<std::string> connect_abstract;   // errno of connecting to each abstract name
   int burn_ms = 0;  // CPU time to spend before the report (cgroup usage tests)
 };
 
@@ -498,16 +501,37 @@ void WriteFileAttacks(JsonWriter& w, const Options& opt) {
   w.EndObject();
 }
 
-long long ConnectErrno(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) return ENAMETOOLONG;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+// A unix socket address: a path, or with `abstract` a name in the abstract namespace.
+socklen_t UnixAddress(const std::string& name, bool abstract, sockaddr_un* addr) {
+  *addr = {};
+  addr->sun_family = AF_UNIX;
+  const size_t offset = abstract ? 1 : 0;
+  const size_t n = std::min(name.size(), sizeof(addr->sun_path) - 1 - offset);
+  std::memcpy(addr->sun_path + offset, name.data(), n);
+  return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + offset + n + (abstract ? 0 : 1));
+}
+
+long long ConnectErrno(const std::string& name, bool abstract = false) {
+  sockaddr_un addr;
+  socklen_t len = UnixAddress(name, abstract, &addr);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return errno;
-  long long err = ErrnoOf(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
+  long long err = ErrnoOf(connect(fd, reinterpret_cast<sockaddr*>(&addr), len));
   close(fd);
   return err;
+}
+
+// Listens on an abstract unix socket name for the life of the probe; -1 on failure.
+int ListenAbstract(const std::string& name) {
+  sockaddr_un addr;
+  socklen_t len = UnixAddress(name, true, &addr);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, 4) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 // The filesystem view: mount points, /dev, /proc's pids, and what can be reached or written.
@@ -563,6 +587,9 @@ void WriteViewFacts(JsonWriter& w, const Options& opt) {
   w.Key("try_connect").BeginObject();
   for (const auto& p : opt.try_connect) w.Key(p).Int(ConnectErrno(p));
   w.EndObject();
+  w.Key("connect_abstract").BeginObject();
+  for (const auto& n : opt.connect_abstract) w.Key(n).Int(ConnectErrno(n, true));
+  w.EndObject();
 }
 
 int ConnectTo(const std::string& path) {
@@ -616,12 +643,17 @@ Options ParseArgs(int argc, char** argv) {
         arg != "--children" && arg != "--exit-code" && arg != "--read-file" &&
         arg != "--ioctl-device" && arg != "--exec-written" && arg != "--attack-file" &&
         arg != "--connect" && arg != "--check-path" && arg != "--try-write" &&
-        arg != "--open-write" && arg != "--try-connect" && arg != "--burn-ms") {
+        arg != "--open-write" && arg != "--try-connect" && arg != "--listen-abstract" &&
+        arg != "--connect-abstract" && arg != "--burn-ms") {
       Usage("unknown argument: " + arg);
     }
     if (i + 1 >= argc) Usage(arg + " needs a value");
     std::string value = argv[++i];
-    if (arg == "--check-path") {
+    if (arg == "--listen-abstract") {
+      opt.listen_abstract = value;
+    } else if (arg == "--connect-abstract") {
+      opt.connect_abstract.push_back(value);
+    } else if (arg == "--check-path") {
       opt.check_paths.push_back(value);
     } else if (arg == "--try-write") {
       opt.try_write_dirs.push_back(value);
@@ -925,6 +957,9 @@ int Run(int argc, char** argv) {
   // Held open for the life of the probe: the listener sees a live peer.
   [[maybe_unused]] int connected = opt.connect ? ConnectTo(*opt.connect) : -1;
   if (opt.connect && connected < 0) Fail("connect " + *opt.connect);
+  [[maybe_unused]] int abstract_listener =
+      opt.listen_abstract ? ListenAbstract(*opt.listen_abstract) : -1;
+  if (opt.listen_abstract && abstract_listener < 0) Fail("listen on @" + *opt.listen_abstract);
   // The socket comes before the children so a bind failure leaves no stray processes behind.
   int listen_fd = opt.api_sock ? CreateListenSocket(*opt.api_sock) : -1;
   std::vector<pid_t> children;
