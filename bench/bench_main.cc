@@ -202,6 +202,25 @@ Spec stub_spec(const Setup& s, const std::string& id, const std::vector<std::str
   spec.netns = s.netns;
   if (api) spec.api_socket = s.work + "/" + id + ".sock";
   spec.stdio = sbx::supervisor::Stdio::kNull;
+  // Rows 4, 5, stop and scale keep the VMM as the helper's own process, as in earlier runs;
+  // the rows that say so use the default PID namespace with its init.
+  spec.pid_namespace = false;
+  return spec;
+}
+
+// A per-sandbox directory the bench user owns, directly under the sandbox root, where a jailed
+// stub writes its stamp (the jail's read_write entry). Made and removed by the caller.
+std::string jail_dir(const Setup& s, const std::string& id) {
+  return s.sandboxes + "/" + id + ".d";
+}
+
+// The stub jailed: its stamp in jail_dir, given read-write; nothing else beyond the images.
+Spec jailed_stub_spec(const Setup& s, const std::string& id) {
+  const std::string dir = jail_dir(s, id);
+  Spec spec = stub_spec(s, id, {"--stamp", dir + "/stamp"}, false);
+  spec.jail = true;
+  spec.files.emplace();
+  spec.files->read_write = {dir};
   return spec;
 }
 
@@ -217,7 +236,14 @@ std::string spec_json(const Spec& spec, int stop_timeout_ms) {
       {"netns", *spec.netns},
       {"stop_timeout_ms", stop_timeout_ms},
       {"ready_timeout_ms", 60000},
+      {"pid_namespace", spec.pid_namespace},
       {"stdio", "null"}};
+  if (spec.jail) o["jail"] = true;
+  if (spec.files) {
+    json::array rw;
+    for (const auto& d : spec.files->read_write) rw.emplace_back(d);
+    o["files"] = json::object{{"read_write", rw}};
+  }
   if (spec.api_socket) o["api_socket"] = *spec.api_socket;
   if (spec.cgroup) o["cgroup"] = json::object{{"parent", spec.cgroup->parent}};
   return json::serialize(o);
@@ -339,6 +365,87 @@ int64_t launch_in_process(const Setup& s, int i) {
   wait_exit(launched.vmm_pid);
   int64_t v = read_stamp(stamp) - t0;
   rmdir(spec.sandbox_dir.c_str());
+  return v;
+}
+
+// Row 4j: `run` jailed (no PID namespace, as row 4).
+int64_t launch_supervisor_process_jailed(const Setup& s, int i) {
+  const std::string id = "runj-" + std::to_string(i);
+  const std::string dir = jail_dir(s, id);
+  if (mkdir(dir.c_str(), 0700) != 0) return -1;
+  Spec spec = jailed_stub_spec(s, id);
+  std::string path = write_spec(s, spec, 10000);
+  int64_t v =
+      spawn_to_stamp({s.supervisor, "run", "--spec", path, "--helper", s.helper}, dir + "/stamp");
+  unlink(path.c_str());
+  unlink((dir + "/stamp").c_str());
+  rmdir(dir.c_str());
+  return v;
+}
+
+// Row 4p: `run` with the default PID namespace and its forwarding init.
+int64_t launch_supervisor_process_pidns(const Setup& s, int i) {
+  std::string stamp = s.work + "/stamp-runp-" + std::to_string(i);
+  Spec spec = stub_spec(s, "runp-" + std::to_string(i), {"--stamp", stamp}, false);
+  spec.pid_namespace = true;
+  std::string path = write_spec(s, spec, 10000);
+  int64_t v = spawn_to_stamp({s.supervisor, "run", "--spec", path, "--helper", s.helper}, stamp);
+  unlink(path.c_str());
+  return v;
+}
+
+// Row 5j: the in-process launch, jailed.
+int64_t launch_in_process_jailed(const Setup& s, int i) {
+  const std::string id = "libj-" + std::to_string(i);
+  const std::string dir = jail_dir(s, id);
+  if (mkdir(dir.c_str(), 0700) != 0) return -1;
+  Spec spec = jailed_stub_spec(s, id);
+  int64_t t0 = now_ns();
+  auto launched = sbx::supervisor::launch_helper(s.helper, sbx::supervisor::launch_request(spec),
+                                                 spec.stdio, false, 10000);
+  if (launched.failure) {
+    std::fprintf(stderr, "jailed in-process launch failed: %s %s\n", launched.failure->step.c_str(),
+                 launched.failure->detail.c_str());
+    return -1;
+  }
+  wait_exit(launched.vmm_pid);
+  int64_t v = read_stamp(dir + "/stamp") - t0;
+  unlink((dir + "/stamp").c_str());
+  rmdir(dir.c_str());
+  rmdir(spec.sandbox_dir.c_str());
+  return v;
+}
+
+// Rows 6: the whole process, from the spawn to its exit, for a VMM that exits at once: `run`
+// with the defaults (a PID namespace), jailed or not, and the reference pipeline.
+int64_t spawn_to_exit(const std::vector<std::string>& argv) {
+  int64_t t0 = now_ns();
+  int rc = wait_exit(spawn(argv));
+  int64_t v = now_ns() - t0;
+  return rc == 0 ? v : -1;
+}
+
+int64_t whole_run(const Setup& s, int i, bool jailed) {
+  const std::string id = (jailed ? "wholej-" : "whole-") + std::to_string(i);
+  const std::string dir = jail_dir(s, id);
+  if (jailed && mkdir(dir.c_str(), 0700) != 0) return -1;
+  Spec spec = jailed ? jailed_stub_spec(s, id) : stub_spec(s, id, {}, false);
+  spec.pid_namespace = true;
+  std::string path = write_spec(s, spec, 10000);
+  int64_t v = spawn_to_exit({s.supervisor, "run", "--spec", path, "--helper", s.helper});
+  unlink(path.c_str());
+  if (jailed) {
+    unlink((dir + "/stamp").c_str());
+    rmdir(dir.c_str());
+  }
+  return v;
+}
+
+int64_t whole_reference(const Setup& s, int i) {
+  std::string dir = s.sandboxes + "/wholeref-" + std::to_string(i);
+  int64_t v = spawn_to_exit(
+      {s.reference_script, dir, s.images + "/vmlinux", s.images + "/rootfs.ext4", s.netns, s.stub});
+  rmdir(dir.c_str());
   return v;
 }
 
@@ -573,31 +680,48 @@ int main(int argc, char** argv) {
   s.create(bin_dir, src_dir);
 
   // Interleaved launches: method m of round i, for every i, in turn.
-  std::map<std::string, std::vector<int64_t>> lat;
+  std::map<std::string, std::vector<int64_t>> lat, whole;
   for (int i = 0; i < launches; ++i) {
     lat["1 bare posix_spawn"].push_back(launch_bare(s, i));
     lat["1b two execs, no work"].push_back(launch_two_execs(s, i));
     lat["2 reference pipeline"].push_back(launch_reference(s, i));
+    whole["6r reference pipeline"].push_back(whole_reference(s, i));
     std::string user = as_bench_user(s, [&] {
-      std::vector<int64_t> v{launch_bwrap(s, i), launch_supervisor_process(s, i),
-                             launch_in_process(s, i)};
+      std::vector<int64_t> v{launch_bwrap(s, i),
+                             launch_supervisor_process(s, i),
+                             launch_in_process(s, i),
+                             launch_supervisor_process_jailed(s, i),
+                             launch_in_process_jailed(s, i),
+                             launch_supervisor_process_pidns(s, i),
+                             whole_run(s, i, false),
+                             whole_run(s, i, true)};
       if (!s.cgroup_parent.empty()) v.push_back(launch_supervisor_process_cgroup(s, i));
       return join(v);
     });
     auto v = split(user);
-    if (v.size() >= 3) {
+    if (v.size() >= 8) {
       lat["3 bwrap (no netns join)"].push_back(v[0]);
       lat["4 sbx-supervisor run"].push_back(v[1]);
       lat["5 in-process launch"].push_back(v[2]);
+      lat["4j sbx-supervisor run, jailed"].push_back(v[3]);
+      lat["5j in-process launch, jailed"].push_back(v[4]);
+      lat["4p sbx-supervisor run, pidns"].push_back(v[5]);
+      whole["6 sbx-supervisor run"].push_back(v[6]);
+      whole["6j sbx-supervisor run, jailed"].push_back(v[7]);
     }
-    if (v.size() == 4) lat["4c sbx-supervisor run, cgroup"].push_back(v[3]);
+    if (v.size() == 9) lat["4c sbx-supervisor run, cgroup"].push_back(v[8]);
   }
-  std::map<std::string, Stats> st;
+  std::map<std::string, Stats> st, wst;
   int failures = 0;
   for (auto& [name, v] : lat) {
     std::vector<int64_t> ok;
     for (auto x : v) (x > 0 ? ok.push_back(x) : (void)++failures);
     st[name] = stats(ok);
+  }
+  for (auto& [name, v] : whole) {
+    std::vector<int64_t> ok;
+    for (auto x : v) (x > 0 ? ok.push_back(x) : (void)++failures);
+    wst[name] = stats(ok);
   }
 
   std::vector<int64_t> stop_term, overshoot;
@@ -638,6 +762,23 @@ int main(int argc, char** argv) {
               s.cgroup_root.empty() ? "(no cgroup2 mount: not run)" : s.cgroup_root.c_str());
   std::printf(
       "(1b: a static program that only execs the stub: the least a helper process costs)\n");
+  std::printf("(4, 5, 4j, 5j: no PID namespace; 4p: the default PID namespace and its init)\n");
+  const double whole_ref = wst["6r reference pipeline"].median_ms;
+  std::printf(
+      "\nThe whole process, spawn to exit, for a VMM that exits at once (default PID "
+      "namespace)\n");
+  std::printf("%-32s %9s %9s %10s\n", "method", "median ms", "p99 ms", "ref / x");
+  json::object wj;
+  for (auto& [name, v] : wst) {
+    std::printf("%-32s %9.3f %9.3f %10.2f\n", name.c_str(), v.median_ms, v.p99_ms,
+                whole_ref / v.median_ms);
+    wj[name] = json::object{{"median_ms", v.median_ms},
+                            {"p99_ms", v.p99_ms},
+                            {"mean_ms", v.mean_ms},
+                            {"n", v.n},
+                            {"speedup_vs_reference", whole_ref / v.median_ms}};
+  }
+  out["whole_process"] = wj;
   Stats t = stats(stop_term), o = stats(overshoot);
   std::printf("\nStop, request to reaped (%d runs each)\n", stop_runs);
   std::printf("exits on SIGTERM:             median %.3f ms  p99 %.3f ms\n", t.median_ms, t.p99_ms);

@@ -95,6 +95,8 @@ class SandboxCgroup {
   bool wait_unpopulated(int timeout_ms);
 
   CgroupUsage usage() const { return read_cgroup_usage(dir_.get()); }
+  // The cgroup directory's fd, for clone3(CLONE_INTO_CGROUP).
+  int dir_fd() const { return dir_.get(); }
 
   // rmdir, retried while the kernel still reports the cgroup busy, bounded.
   std::optional<CgroupError> remove(int timeout_ms);

@@ -2,6 +2,8 @@
 #include "supervisor/helper_launch.h"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
+#include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -68,6 +70,64 @@ int spawn_helper(const std::string& helper_path, int helper_end, Stdio stdio, bo
   return rc;
 }
 
+// The same as spawn_helper, but the child starts in the cgroup `cgroup_fd`: clone3 with
+// CLONE_INTO_CGROUP and CLONE_VFORK (this process waits until the child has executed or
+// failed), the same fd, stdio and signal-mask setup in the child, an exec failure's errno on
+// a close-on-exec pipe. The child is a copy of this small static process, not a thread in
+// its address space. Returns 0 and sets *pid, or an errno value (ENOSYS or EINVAL: the kernel
+// cannot spawn into a cgroup; the caller falls back).
+int spawn_helper_into_cgroup(const std::string& helper_path, int helper_end, Stdio stdio,
+                             bool stdout_to_stderr, int cgroup_fd, pid_t* pid) {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return errno;
+  // Above every number the child places, so no dup2 below lands on it.
+  UniqueFd report_read(pipe_fds[0]);
+  UniqueFd report_write(fcntl(pipe_fds[1], F_DUPFD_CLOEXEC, 10));
+  close(pipe_fds[1]);
+  if (!report_write) return errno;
+  int dev_null = stdio == Stdio::kNull ? open("/dev/null", O_RDWR | O_CLOEXEC) : -1;
+  if (stdio == Stdio::kNull && dev_null < 0) return errno;
+  UniqueFd null_owner(dev_null);
+  char* const argv[] = {const_cast<char*>(helper_path.c_str()), nullptr};
+  char* const envp[] = {nullptr};
+  clone_args args{};
+  args.flags = CLONE_INTO_CGROUP | CLONE_VFORK;
+  args.exit_signal = SIGCHLD;
+  args.cgroup = static_cast<uint64_t>(cgroup_fd);
+  long child = syscall(SYS_clone3, &args, sizeof(args));
+  if (child < 0) return errno;
+  if (child == 0) {
+    sigset_t empty;
+    sigemptyset(&empty);
+    sigprocmask(SIG_SETMASK, &empty, nullptr);
+    bool ok = helper_end == 3 ? fcntl(3, F_SETFD, 0) == 0 : dup2(helper_end, 3) == 3;
+    if (ok && dev_null >= 0) {
+      for (int fd = 0; fd <= 2; ++fd) ok = ok && dup2(dev_null, fd) == fd;
+    } else if (ok && stdout_to_stderr) {
+      ok = dup2(STDERR_FILENO, STDOUT_FILENO) == STDOUT_FILENO;
+    }
+    // Everything above 3 goes at exec; the report pipe stays until then.
+    if (ok) ok = close_range(4, ~0U, CLOSE_RANGE_CLOEXEC) == 0;
+    if (ok) execve(helper_path.c_str(), argv, envp);
+    int err = errno;
+    (void)!write(report_write.get(), &err, sizeof(err));
+    _exit(127);
+  }
+  report_write.reset();
+  int err = 0;
+  ssize_t n;
+  do {
+    n = read(report_read.get(), &err, sizeof(err));
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof(err))) {
+    while (waitpid(static_cast<pid_t>(child), nullptr, 0) < 0 && errno == EINTR) {
+    }
+    return err;
+  }
+  *pid = static_cast<pid_t>(child);
+  return 0;
+}
+
 // The pid a pidfd refers to, in this process's PID namespace (the "Pid:" line of its fdinfo).
 pid_t pid_of_pidfd(int pidfd) {
   std::ifstream in("/proc/self/fdinfo/" + std::to_string(pidfd));
@@ -92,7 +152,7 @@ SetupFailure failure(std::string step, int err, std::string detail) {
 
 Launched launch_helper(const std::string& helper_path, const protocol::LaunchRequest& request,
                        Stdio stdio, bool stdout_is_events, int reply_timeout_ms,
-                       const BeforeLaunch& before_launch) {
+                       const BeforeLaunch& before_launch, int cgroup_fd) {
   Launched out;
   auto bytes = protocol::encode(request);
   if (!bytes.ok()) {
@@ -107,9 +167,18 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
   UniqueFd ours(sv[0]), theirs(sv[1]);
 
   pid_t helper_pid = -1;
-  if (int rc = spawn_helper(helper_path, theirs.get(), stdio,
-                            stdio == Stdio::kInherit && stdout_is_events, &helper_pid);
-      rc != 0) {
+  const bool stdout_to_stderr = stdio == Stdio::kInherit && stdout_is_events;
+  bool placed = false;  // spawned straight into the cgroup
+  int rc = ENOSYS;
+  if (cgroup_fd >= 0) {
+    rc = spawn_helper_into_cgroup(helper_path, theirs.get(), stdio, stdout_to_stderr, cgroup_fd,
+                                  &helper_pid);
+    placed = rc == 0;
+  }
+  if (rc == ENOSYS || rc == EINVAL) {
+    rc = spawn_helper(helper_path, theirs.get(), stdio, stdout_to_stderr, &helper_pid);
+  }
+  if (rc != 0) {
     std::string detail = "spawn " + helper_path + ": " + std::strerror(rc);
     // The packaged helper is root:sbx 0750: EACCES almost always means a missing group.
     if (rc == EACCES) detail += " (is this user in the group that may run the helper, sbx?)";
@@ -124,7 +193,7 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
     return out;
   }
   out.vmm_pid = helper_pid;
-  if (before_launch) {
+  if (before_launch && !placed) {
     out.failure = before_launch(helper_pid);
     if (out.failure) kill(helper_pid, SIGKILL);  // it has not been sent a request
   }

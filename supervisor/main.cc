@@ -86,6 +86,7 @@ struct Args {
   GroupSignalMode signal_mode = GroupSignalMode::kAuto;
   std::optional<std::string> cgroup_parent;
   CgroupKillMode cgroup_kill_mode = CgroupKillMode::kAuto;
+  bool cgroup_spawn_into = true;
   bool json = false;  // doctor
 };
 
@@ -128,6 +129,12 @@ std::string parse_args(int argc, char** argv, Args* a) {
       if (!value(&v) || (v != "auto" && v != "procs"))
         return "--cgroup-kill-mode needs auto or procs";
       a->cgroup_kill_mode = v == "procs" ? CgroupKillMode::kProcs : CgroupKillMode::kAuto;
+    } else if (opt == "--cgroup-enter" && a->command == "run") {
+      // Spawn and then move the helper into its cgroup: the path before Linux 5.7.
+      if (!value(&v) || (v != "clone3" && v != "move")) {
+        return "--cgroup-enter needs clone3 or move";
+      }
+      a->cgroup_spawn_into = v == "clone3";
     } else if (opt == "--helper" && run_or_doctor) {
       if (!value(&a->helper) || a->helper.empty() || a->helper[0] != '/') {
         return "--helper needs an absolute path";
@@ -261,6 +268,7 @@ int main(int argc, char** argv) {
   }
   // The events fd must not leak into the helper or the VMM.
   fcntl(args.events_fd, F_SETFD, FD_CLOEXEC);
-  RunOptions options{args.helper, args.events_fd, args.signal_mode, args.cgroup_kill_mode};
+  RunOptions options{args.helper, args.events_fd, args.signal_mode, args.cgroup_kill_mode,
+                     args.cgroup_spawn_into};
   return run_sandbox(spec, options);
 }

@@ -228,9 +228,9 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
     };
   }
   log_info(spec.id, "launching " + spec.binary + " through " + options.helper_path);
-  Launched launched =
-      launch_helper(options.helper_path, launch_request(spec), spec.stdio,
-                    options.events_fd == STDOUT_FILENO, kHelperReplyTimeoutMs, enter_cgroup);
+  Launched launched = launch_helper(options.helper_path, launch_request(spec), spec.stdio,
+                                    options.events_fd == STDOUT_FILENO, kHelperReplyTimeoutMs,
+                                    enter_cgroup, cgroup ? cgroup->dir_fd() : -1);
   if (launched.failure) {
     const SetupFailure& f = *launched.failure;
     Outcome o{OutcomeKind::kSetupFailed, 0, 0, f.step, f.err, f.detail, f.helper_exit};

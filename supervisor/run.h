@@ -21,6 +21,9 @@ struct RunOptions {
   int events_fd = 1;
   GroupSignalMode signal_mode = GroupSignalMode::kAuto;
   CgroupKillMode cgroup_kill_mode = CgroupKillMode::kAuto;
+  // Spawn the helper straight into the sandbox's cgroup (clone3 CLONE_INTO_CGROUP), or spawn
+  // it and then move it (the path for kernels before 5.7; tested with --cgroup-enter move).
+  bool cgroup_spawn_into = true;
 };
 
 // Preconditions: single-threaded; SIGTERM and SIGINT not yet blocked. Returns the exit status

@@ -184,6 +184,26 @@ TEST_F(CgroupRunTest, VmmAndChildrenRunInTheSandboxCgroupWhichIsRemovedWithUsage
   for (int64_t c : children) EXPECT_FALSE(process_exists(static_cast<pid_t>(c)));
 }
 
+// The helper spawned and then moved into the cgroup (the path for kernels without
+// CLONE_INTO_CGROUP): the VMM still starts inside.
+TEST_F(CgroupRunTest, HelperMovedIntoTheCgroupWhereClone3CannotSpawnIntoIt) {
+  ProbeSpec spec = cgroup_probe("moved", {"--children", "1"});
+  auto run = start_run(write_spec(spec.json), {"--cgroup-enter", "move"});
+  json::object started = run->expect_event("started");
+  run->expect_event("ready");
+  json::object report = env().wait_for_report(spec.report);
+  const std::string inside = cgroup_->proc_path(sandbox_cgroup(spec));
+  EXPECT_EQ(cgroup_of(static_cast<pid_t>(json_int(started, "pid"))), inside);
+  for (int64_t c : json_ints(report, "children")) {
+    EXPECT_EQ(cgroup_of(static_cast<pid_t>(c)), inside) << "pid " << c;
+  }
+  run->terminate();
+  run->expect_event("stopping");
+  run->expect_event("exited");
+  EXPECT_EQ(run->finish(), 0) << run->stderr_text();
+  EXPECT_FALSE(path_exists(sandbox_cgroup(spec)));
+}
+
 // --cgroup-parent on the command line gives a spec without `cgroup` its cgroup.
 TEST_F(CgroupRunTest, CgroupParentOnTheCommandLine) {
   ProbeSpec spec = probe_spec("cli-parent");
