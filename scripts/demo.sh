@@ -4,9 +4,11 @@
 # installs sbx-nsexec with its file capabilities (root:sbx 0750, cap_sys_admin,cap_audit_write+ep,
 # never setuid) and a policy, makes a netns with a TAP device, builds a guest (Debian's cloud
 # kernel and a busybox initramfs), then launches the guest under QEMU through `sbx-supervisor run`
-# as the unprivileged user sbx-demo, prints the events, the guest's console marker and a ping from
-# the netns, stops it, and shows that nothing is left. Re-runnable; `--uninstall` removes what it
-# installed.
+# as the unprivileged user sbx-demo, jailed (QEMU sees only /usr, its images, /dev/net/tun, its
+# sandbox dir and a per-sandbox directory for its QMP socket and console), prints the events, the
+# guest's console marker, a ping from the netns and the VMM's view of the filesystem, stops it,
+# and shows that nothing is left. Re-runnable; a failure leaves no netns, sandbox or temporary
+# file and restores /dev/net/tun's mode; `--uninstall` removes what it installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -21,11 +23,14 @@ NETNS=sbx-demo
 TAP=sbxdemo0
 USER_NAME=sbx-demo
 ID=demo-vm
+# The per-sandbox directory the jail gives QEMU read-write: its QMP socket and console.
+VM_DIR=$SANDBOX_ROOT/$ID.d
 QEMU=/usr/bin/qemu-system-x86_64
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo scripts/demo.sh)"
+as_user() { setpriv --reuid "$USER_NAME" --regid sbx --init-groups "$@"; }
 
 uninstall() {
   rm -f "$HELPER" "$SUPERVISOR"
@@ -33,6 +38,7 @@ uninstall() {
   if [ -f "$POLICY" ] && grep -qF "$POLICY_TAG" "$POLICY"; then rm -f "$POLICY"; fi
   rmdir /etc/sbx 2>/dev/null || true
   rm -rf "$IMAGES"
+  rmdir /var/lib/sbx "$SANDBOX_ROOT" 2>/dev/null || true
   id "$USER_NAME" >/dev/null 2>&1 && userdel "$USER_NAME"
   getent group sbx >/dev/null && groupdel sbx
   echo "demo: uninstalled"
@@ -41,12 +47,18 @@ if [ "${1:-}" = "--uninstall" ]; then uninstall; exit 0; fi
 [ $# -eq 0 ] || die "usage: scripts/demo.sh [--uninstall]"
 
 supervisor_pid=
+work=
+tun_mode=
+# Undoes whatever this run set up, wherever it stopped (every step is idempotent).
 cleanup() {
   if [ -n "$supervisor_pid" ] && kill -0 "$supervisor_pid" 2>/dev/null; then
     kill -TERM "$supervisor_pid" 2>/dev/null || true
     wait "$supervisor_pid" 2>/dev/null || true
   fi
   ip netns del "$NETNS" 2>/dev/null || true
+  if [ -d "$VM_DIR" ]; then as_user rm -rf "$VM_DIR" || true; fi
+  if [ -n "$work" ]; then rm -rf "$work"; fi
+  if [ -n "$tun_mode" ]; then chmod "$tun_mode" /dev/net/tun; fi
 }
 trap cleanup EXIT
 
@@ -80,6 +92,11 @@ image_root = $IMAGES
 netns = sbx-*
 tmpfs_size_mb = 16
 rlimit_nofile = 4096
+# What a jailed QEMU may be given: its libraries, loader and firmware, the initramfs (a spec
+# links only a kernel, a rootfs and snapshot files), the TAP clone device.
+read_only = /usr
+read_only = $IMAGES/initramfs.cpio.gz
+device = /dev/net/tun
 POLICY
 chmod 0644 "$POLICY"
 "$HELPER" --check-policy
@@ -92,7 +109,9 @@ ls -l "$IMAGES"/vmlinuz "$IMAGES"/initramfs.cpio.gz
 
 say "host setup: sandbox root, netns $NETNS with TAP $TAP (192.0.2.1/24) for $USER_NAME"
 install -d -o root -g sbx -m 1770 "$SANDBOX_ROOT"
-# As a host that lets its VM users open TAP devices would (Debian's default is 0666).
+# As a host that lets its VM users open TAP devices would (Debian's default is 0666); the mode
+# found is restored at the end.
+tun_mode=$(stat -c %a /dev/net/tun)
 chmod 0666 /dev/net/tun
 ip netns del "$NETNS" 2>/dev/null || true
 ip netns add "$NETNS"
@@ -103,7 +122,11 @@ ip netns exec "$NETNS" ip link set lo up
 
 work=$(mktemp -d /tmp/sbx-demo.XXXXXX)
 chown "$USER_NAME:sbx" "$work"
-console=$work/console.log
+# The jail's per-sandbox directory, made by the caller (owned by it, directly under the sandbox
+# root); one left by an interrupted run goes first.
+if [ -d "$VM_DIR" ]; then as_user rm -rf "$VM_DIR"; fi
+as_user mkdir -m 0700 "$VM_DIR"
+console=$VM_DIR/console.log
 events=$work/events.jsonl
 cat > "$work/spec.json" <<SPEC
 {
@@ -119,7 +142,11 @@ cat > "$work/spec.json" <<SPEC
   "sandbox_dir": "$SANDBOX_ROOT/$ID",
   "kernel": "$IMAGES/vmlinuz",
   "netns": "$NETNS",
-  "api_socket": "$work/qmp.sock",
+  "api_socket": "$VM_DIR/qmp.sock",
+  "jail": true,
+  "files": {"read_only": ["/usr", "$IMAGES/initramfs.cpio.gz"],
+            "read_write": ["$VM_DIR"],
+            "devices": ["/dev/net/tun"]},
   "stop_timeout_ms": 10000,
   "ready_timeout_ms": 10000,
   "stdio": "null"
@@ -128,9 +155,11 @@ SPEC
 chmod 0644 "$work/spec.json"
 
 say "sbx-supervisor check"
-setpriv --reuid "$USER_NAME" --regid sbx --init-groups "$SUPERVISOR" check --spec "$work/spec.json"
+as_user "$SUPERVISOR" check --spec "$work/spec.json"
 
 say "launch as $USER_NAME (no capabilities) through sbx-supervisor run"
+# setpriv itself, not as_user: it execs the supervisor, so $! is the supervisor's pid (a
+# backgrounded shell function would put a subshell between them and take the SIGTERM).
 setpriv --reuid "$USER_NAME" --regid sbx --init-groups \
   "$SUPERVISOR" run --spec "$work/spec.json" >"$events" 2>"$work/supervisor.log" &
 supervisor_pid=$!
@@ -153,6 +182,19 @@ ps -o pid,pgid,sid,user,comm -p "$vmm_pid"
 grep -E '^(Cap(Inh|Prm|Eff|Amb)|NoNewPrivs|Seccomp):' "/proc/$vmm_pid/status"
 echo "host mount table entries under $SANDBOX_ROOT: $(grep -c " $SANDBOX_ROOT/" /proc/self/mountinfo || true)"
 
+say "the VMM's view, from inside its jail (read as root through /proc/$vmm_pid/root)"
+vmm_root=/proc/$vmm_pid/root
+presence() { if [ -e "$1" ]; then echo "exists"; else echo "does not exist"; fi; }
+echo "its root: $(cd "$vmm_root" && echo *)"
+echo "its mounts:"
+awk '{print "  " $5}' "/proc/$vmm_pid/mountinfo"
+echo "host:       /etc/passwd $(presence /etc/passwd)"
+echo "VMM's view: /etc/passwd $(presence "$vmm_root/etc/passwd")"
+echo "VMM's view: $QEMU $(presence "$vmm_root$QEMU")"
+# Its own binary shows the view is readable: /etc/passwd is absent, not hidden by permissions.
+[ -e "$vmm_root$QEMU" ] || die "cannot read the VMM's view through $vmm_root"
+[ ! -e "$vmm_root/etc/passwd" ] || die "the VMM sees the host's /etc/passwd: it is not jailed"
+
 say "stop (SIGTERM to the supervisor: QMP quit, then signals if needed)"
 kill -TERM "$supervisor_pid"
 rc=0
@@ -165,8 +207,14 @@ say "nothing left"
 echo "processes of $USER_NAME: $(pgrep -u "$USER_NAME" | wc -l)"
 echo "mounts under $SANDBOX_ROOT: $(grep -c " $SANDBOX_ROOT/" /proc/self/mountinfo || true)"
 echo "sandbox dir $SANDBOX_ROOT/$ID: $([ -e "$SANDBOX_ROOT/$ID" ] && echo present || echo gone)"
+echo "QMP socket $VM_DIR/qmp.sock: $([ -e "$VM_DIR/qmp.sock" ] && echo present || echo gone)"
+as_user rm -rf "$VM_DIR"
+echo "per-sandbox directory $VM_DIR: removed by $USER_NAME"
 ip netns del "$NETNS"
 echo "netns $NETNS: removed"
+chmod "$tun_mode" /dev/net/tun
+tun_mode=
+echo "/dev/net/tun: mode $(stat -c %a /dev/net/tun) restored"
 rm -rf "$work"
 [ "$rc" -eq 0 ] || die "the VMM did not exit cleanly"
 echo
