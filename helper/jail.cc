@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "common/names.h"
 #include "helper/paths.h"
@@ -22,47 +24,53 @@ Status fail(Step step, int err, std::string detail) {
   return Status(step, err, std::move(detail));
 }
 
-// Opens (creating each missing directory, mode 0755) `rel`, a relative directory path inside
-// the jail root, never leaving the root's own tmpfs: RESOLVE_NO_XDEV refuses to walk into a
-// bind, so nothing is ever created on a host filesystem.
-Result<UniqueFd> make_dirs(int root, std::string_view rel) {
-  UniqueFd dir(fcntl(root, F_DUPFD_CLOEXEC, 0));
-  if (!dir) return fail(Step::kBuildJail, errno, "dup the jail root");
-  while (!rel.empty()) {
-    size_t slash = rel.find('/');
-    std::string comp(rel.substr(0, slash));
-    rel = slash == std::string_view::npos ? std::string_view() : rel.substr(slash + 1);
-    if (mkdirat(dir.get(), comp.c_str(), 0755) != 0 && errno != EEXIST) {
-      return fail(Step::kBuildJail, errno, "mkdir " + comp + " in the jail");
+// The directories made in the jail so far, by their path relative to the root, so each is
+// made and opened once however many entries lie beneath it.
+class JailDirs {
+ public:
+  explicit JailDirs(int root) : root_(root) {}
+
+  // Opens (creating each missing directory, mode 0755) `rel`, a relative directory path
+  // inside the jail root, never leaving the root's own tmpfs: RESOLVE_NO_XDEV refuses to walk
+  // into a bind, so nothing is ever created on a host filesystem. The fd stays owned here.
+  Result<int> open(std::string_view rel) {
+    if (rel.empty()) return root_;
+    for (const auto& [path, fd] : made_) {
+      if (path == rel) return fd.get();
+    }
+    const size_t slash = rel.rfind('/');
+    auto parent = open(slash == std::string_view::npos ? std::string_view() : rel.substr(0, slash));
+    if (!parent.ok()) return parent.status();
+    std::string comp(slash == std::string_view::npos ? rel : rel.substr(slash + 1));
+    if (mkdirat(parent.value(), comp.c_str(), 0755) != 0 && errno != EEXIST) {
+      return fail(Step::kBuildJail, errno, "mkdir " + std::string(rel) + " in the jail");
     }
     open_how how{};
     how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-    UniqueFd next(
-        static_cast<int>(syscall(SYS_openat2, dir.get(), comp.c_str(), &how, sizeof(how))));
-    if (!next) return fail(Step::kBuildJail, errno, "open " + comp + " in the jail");
-    dir = std::move(next);
+    UniqueFd fd(
+        static_cast<int>(syscall(SYS_openat2, parent.value(), comp.c_str(), &how, sizeof(how))));
+    if (!fd) return fail(Step::kBuildJail, errno, "open " + std::string(rel) + " in the jail");
+    made_.emplace_back(std::string(rel), std::move(fd));
+    return made_.back().second.get();
   }
-  return dir;
-}
 
-// Binds `source_fd` at `path` inside the jail (an empty directory or file made for it first).
-Status bind_at(int root, const std::string& path, int source_fd, uint64_t attributes) {
-  struct stat st;
-  if (fstat(source_fd, &st) != 0) return fail(Step::kBuildJail, errno, "fstat " + path);
+ private:
+  int root_;
+  std::vector<std::pair<std::string, UniqueFd>> made_;
+};
+
+// Binds `source_fd` (a directory when `is_dir`) at `path` inside the jail, on an empty
+// directory or file made for it first.
+Status bind_at(JailDirs& dirs, const std::string& path, int source_fd, bool is_dir,
+               uint64_t attributes) {
   std::string_view parent_rel = path_dirname(path) == "/" ? "" : path_dirname(path).substr(1);
   std::string name(path_basename(path));
-  auto parent = make_dirs(root, parent_rel);
+  auto parent = dirs.open(parent_rel);
   if (!parent.ok()) return parent.status();
-  if (S_ISDIR(st.st_mode)) {
-    if (mkdirat(parent.value().get(), name.c_str(), 0755) != 0) {
-      return fail(Step::kBuildJail, errno, "mkdir " + path + " in the jail");
-    }
-  } else {
-    int fd =
-        openat(parent.value().get(), name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-    if (fd < 0) return fail(Step::kBuildJail, errno, "create " + path + " in the jail");
-    close(fd);
+  if (is_dir ? mkdirat(parent.value(), name.c_str(), 0755)
+             : mknodat(parent.value(), name.c_str(), S_IFREG | 0600, 0)) {
+    return fail(Step::kBuildJail, errno, "make the mountpoint " + path + " in the jail");
   }
   UniqueFd clone(static_cast<int>(
       syscall(SYS_open_tree, source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)));
@@ -73,8 +81,7 @@ Status bind_at(int root, const std::string& path, int source_fd, uint64_t attrib
       syscall(SYS_mount_setattr, clone.get(), "", AT_EMPTY_PATH, &attr, sizeof(attr)) != 0) {
     return fail(Step::kBuildJail, errno, "mount_setattr on the bind of " + path);
   }
-  if (move_mount(clone.get(), "", parent.value().get(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) !=
-      0) {
+  if (move_mount(clone.get(), "", parent.value(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
     return fail(Step::kBuildJail, errno, "move_mount the bind of " + path);
   }
   return {};
@@ -102,17 +109,20 @@ Status mount_proc(int root) {
 
 // The basic device nodes every VMM may use, bound from the host's /dev (no ioctl beyond what
 // their drivers offer anyone; Landlock denies device ioctls on them).
-Status bind_basic_devices(int root) {
+constexpr const char* kBasicDevices[] = {"null", "zero", "full", "random", "urandom"};
+
+Status bind_basic_devices(JailDirs& dirs) {
   UniqueFd dev(paths::open_no_symlinks(AT_FDCWD, "/dev", O_PATH | O_DIRECTORY, false));
   if (!dev) return fail(Step::kBuildJail, errno, "open /dev");
-  for (const char* name : {"null", "zero", "full", "random", "urandom"}) {
+  for (const char* name : kBasicDevices) {
     UniqueFd node(paths::open_no_symlinks(dev.get(), name, O_PATH, true));
     struct stat st;
     if (!node || fstat(node.get(), &st) != 0 || !S_ISCHR(st.st_mode)) {
       return fail(Step::kBuildJail, node ? ENODEV : errno,
                   std::string("/dev/") + name + " is not a character device");
     }
-    if (Status s = bind_at(root, std::string("/dev/") + name, node.get(), kDevice); !s.ok()) {
+    if (Status s = bind_at(dirs, std::string("/dev/") + name, node.get(), false, kDevice);
+        !s.ok()) {
       return s;
     }
   }
@@ -123,20 +133,21 @@ Status bind_basic_devices(int root) {
 // /lib64/ld-linux-x86-64.so.2. Each such root-owned link of the host whose target a read-only
 // entry covers is recreated in the jail, with the same relative target.
 Status recreate_usr_links(int root, const std::vector<std::string>& read_only_paths) {
+  if (read_only_paths.empty()) return {};
   UniqueFd host_root(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!host_root) return fail(Step::kBuildJail, errno, "open /");
   for (const char* name : {"bin", "sbin", "lib", "lib32", "lib64", "libx32"}) {
+    const std::string covered = "/usr/" + std::string(name);
+    std::string_view rest;
+    if (std::none_of(read_only_paths.begin(), read_only_paths.end(),
+                     [&](const std::string& p) { return path_relative_to(p, covered, &rest); })) {
+      continue;
+    }
     char target[64];
     ssize_t n = readlinkat(host_root.get(), name, target, sizeof(target) - 1);
     if (n <= 0) continue;  // not a symlink, or absent
     std::string t(target, static_cast<size_t>(n));
     if (t != std::string("usr/") + name) continue;
-    const std::string covered = "/usr/" + std::string(name);
-    std::string_view rest;
-    bool given =
-        std::any_of(read_only_paths.begin(), read_only_paths.end(),
-                    [&](const std::string& p) { return path_relative_to(p, covered, &rest); });
-    if (!given) continue;
     if (symlinkat(t.c_str(), root, name) != 0 && errno != EEXIST) {
       return fail(Step::kBuildJail, errno, std::string("symlink /") + name + " in the jail");
     }
@@ -145,6 +156,13 @@ Status recreate_usr_links(int root, const std::vector<std::string>& read_only_pa
 }
 
 }  // namespace
+
+bool is_basic_device(std::string_view path) {
+  for (const char* name : kBasicDevices) {
+    if (path == std::string("/dev/") + name) return true;
+  }
+  return false;
+}
 
 Result<UniqueFd> enter(const std::vector<Entry>& entries,
                        const std::vector<std::string>& read_only_paths, const std::string& cwd) {
@@ -183,11 +201,14 @@ Result<UniqueFd> enter(const std::vector<Entry>& entries,
                  MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
     return fail(Step::kBuildJail, errno, "move_mount the jail's root");
   }
-  auto dev = make_dirs(root.get(), "dev");
-  if (!dev.ok()) return dev.status();
-  if (Status s = bind_basic_devices(root.get()); !s.ok()) return s;
+  JailDirs dirs(root.get());
+  if (Status s = bind_basic_devices(dirs); !s.ok()) return s;
   for (const Entry& e : entries) {
-    if (Status s = bind_at(root.get(), e.path, e.fd, e.attributes); !s.ok()) return s;
+    struct stat st;
+    if (fstat(e.fd, &st) != 0) return fail(Step::kBuildJail, errno, "fstat " + e.path);
+    if (Status s = bind_at(dirs, e.path, e.fd, S_ISDIR(st.st_mode), e.attributes); !s.ok()) {
+      return s;
+    }
   }
   if (Status s = mount_proc(root.get()); !s.ok()) return s;
   if (Status s = recreate_usr_links(root.get(), read_only_paths); !s.ok()) return s;

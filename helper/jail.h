@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -28,7 +29,11 @@ struct Entry {
 inline constexpr uint64_t kReadOnly = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 inline constexpr uint64_t kReadWrite = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
 inline constexpr uint64_t kImageReadOnly = kReadOnly | MOUNT_ATTR_NOEXEC;
-inline constexpr uint64_t kDevice = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+// Device nodes are neither executed nor set-id: their binds keep the source mount's flags.
+inline constexpr uint64_t kDevice = 0;
+
+// /dev/null, zero, full, random and urandom: bound into every jail.
+bool is_basic_device(std::string_view path);
 
 // Builds the jail from `entries` (no entry may lie inside another: refused, step build_jail,
 // EINVAL) plus /dev/{null,zero,full,random,urandom} and a procfs of the current PID namespace

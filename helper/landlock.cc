@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <span>
 #include <string>
 
 #include "helper/paths.h"
@@ -79,12 +80,13 @@ Result<int> plan(policy::LandlockMode mode, int kernel) {
 }
 
 Status add_runtime_paths(std::vector<Rule>& rules, bool jailed) {
-  if (jailed) {
-    UniqueFd dev(paths::open_no_symlinks(AT_FDCWD, "/dev", O_PATH | O_DIRECTORY, false));
-    if (!dev) return Status(Step::kLandlock, errno, "open /dev for its rule");
-    rules.push_back({std::move(dev), kReadDir});
-  }
-  const std::pair<const char*, uint64_t> paths[] = {
+  // A jail's /dev holds only the basic nodes and the devices given: one rule covers it (the
+  // devices' own rules add their ioctls). The host's /dev holds everything: a rule per node.
+  const std::pair<const char*, uint64_t> jailed_paths[] = {
+      {"/proc", kProc},
+      {"/dev", kReadDir | kBasicDevice},
+  };
+  const std::pair<const char*, uint64_t> host_paths[] = {
       {"/proc", kProc},
       {"/dev/null", kBasicDevice},
       {"/dev/zero", kBasicDevice},
@@ -92,7 +94,9 @@ Status add_runtime_paths(std::vector<Rule>& rules, bool jailed) {
       {"/dev/random", kBasicDevice},
       {"/dev/urandom", kBasicDevice},
   };
-  for (const auto& [path, access] : paths) {
+  for (const auto& [path, access] :
+       jailed ? std::span<const std::pair<const char*, uint64_t>>(jailed_paths)
+              : std::span<const std::pair<const char*, uint64_t>>(host_paths)) {
     UniqueFd fd(paths::open_no_symlinks(AT_FDCWD, path, O_PATH, false));
     if (!fd) {
       if (errno == ENOENT) continue;

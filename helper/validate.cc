@@ -184,6 +184,10 @@ Result<SandboxPlace> check_request(const protocol::LaunchRequest& req, const pol
   if (req.jail && policy.jail == policy::JailMode::kOff) {
     return refuse(EPERM, "the request asks for a jail and the policy has jail = off");
   }
+  if (req.jail && !req.pid_namespace) {
+    // The jail's /proc is that of the VMM's PID namespace: without one it would show the host.
+    return refuse(EINVAL, "a jail needs a PID namespace (pid_namespace false was asked)");
+  }
   if (!req.jail && policy.jail == policy::JailMode::kRequired) {
     return refuse(EPERM, "the request has no jail and the policy has jail = required");
   }

@@ -284,9 +284,16 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
                             "without VMM_STARTED");
     }
     if (out.failure && pid_namespace_child) {
-      // The namespace init failed after the fork: it exits on its own; reap it, bounded.
-      kill(out.vmm_pid, SIGKILL);
-      reap_within(out.vmm_pid, out.pidfd.get(), 5000);
+      // The failure came from the namespace's pid 1 (before or at the VMM's exec): it exits on
+      // its own, with the status that says why (126, 127); reap it, bounded, then by force.
+      std::optional<int> init_status = reap_within(out.vmm_pid, out.pidfd.get(), 1000);
+      if (!init_status) {
+        kill(out.vmm_pid, SIGKILL);
+        init_status = reap_within(out.vmm_pid, out.pidfd.get(), 5000);
+      }
+      if (init_status && WIFEXITED(*init_status)) {
+        out.failure->helper_exit = WEXITSTATUS(*init_status);
+      }
     }
   } else {
     out.pidfd = std::move(helper_pidfd);

@@ -176,7 +176,8 @@ int check(const Spec& spec) {
                           {"sandbox_dir", spec.sandbox_dir},
                           {"links", links},
                           {"netns", spec.netns ? boost::json::value(*spec.netns) : nullptr},
-                          {"pid_namespace", spec.pid_namespace}};
+                          {"pid_namespace", spec.pid_namespace},
+                          {"jail", spec.jail}};
   if (req.files) {
     auto list = [](const std::vector<std::string>& v) {
       boost::json::array a;

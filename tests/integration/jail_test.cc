@@ -292,5 +292,42 @@ TEST_F(JailTest, NestedEntriesAreRefused) {
   expect_setup_failed(spec, "build_jail", EINVAL);
 }
 
+// A jail's /proc is its PID namespace's: a jail without one is refused.
+TEST_F(JailTest, AJailWithoutAPidNamespaceIsRefused) {
+  ProbeSpec spec = jailed_spec("jail-nopidns");
+  spec.json["pid_namespace"] = false;
+  expect_setup_failed(spec, "validate_request", EINVAL);
+}
+
+// A dynamically linked VMM jailed without its loader (no read_only /usr): the exec fails in the
+// namespace, and the supervisor reports it as without one: exec_vmm, ENOENT, exit 127.
+TEST_F(JailTest, AVmmWithoutItsLoaderFailsAtExecWith127) {
+  ProbeSpec spec = jailed_spec("jail-noloader");
+  spec.json["files"].as_object()["read_only"] = json::array{};
+  const std::string mounts = host_mounts();
+  auto run = start_run(write_spec(spec.json));
+  json::object exited = run->expect_event("exited");
+  EXPECT_EQ(run->finish(), 127) << run->stderr_text();
+  EXPECT_EQ(json_str(exited, "outcome"), "setup_failed") << json::serialize(exited);
+  EXPECT_EQ(json_str(exited, "step"), "exec_vmm");
+  EXPECT_EQ(json_int(exited, "errno"), ENOENT);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+  EXPECT_EQ(host_mounts(), mounts);
+}
+
+// A basic node named in files.devices is the one every jail has: the launch goes ahead.
+TEST_F(JailTest, ABasicNodeAmongTheDevicesIsTheJailsOwn) {
+  PolicySpec policy = env().default_policy();
+  policy.extra_lines = {"read_only = /usr", "device = /dev/null"};
+  ScopedPolicy scoped(env(), policy);
+  ProbeSpec spec = jailed_spec("jail-devnull");
+  spec.json["files"].as_object()["devices"] = json::array{"/dev/null"};
+  Running r = start(spec);
+  EXPECT_EQ(string_set(r.report, "dev_entries"),
+            (std::set<std::string>{"full", "null", "random", "urandom", "zero"}));
+  r.run->terminate();
+  EXPECT_EQ(r.run->finish(), 0);
+}
+
 }  // namespace
 }  // namespace sbx::it
