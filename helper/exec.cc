@@ -26,7 +26,7 @@ Result<Vmm> open_vmm(const std::string& path) {
   return Vmm{fd.take(), st.st_dev, st.st_ino};
 }
 
-Status exec_vmm(const Vmm& vmm, const protocol::LaunchRequest& request) {
+Result<ExecPlan> prepare_exec(const Vmm& vmm, const protocol::LaunchRequest& request) {
   struct stat st;
   if (fstat(vmm.fd.get(), &st) != 0) {
     return Status(Step::kExecVmm, errno, "fstat the VMM fd before execveat");
@@ -35,15 +35,33 @@ Status exec_vmm(const Vmm& vmm, const protocol::LaunchRequest& request) {
     return Status(Step::kExecVmm, EBADF,
                   "the VMM fd no longer names the file checked at open_vmm (" + request.vmm + ")");
   }
-  std::vector<char*> argv;
-  argv.push_back(const_cast<char*>(request.vmm.c_str()));
-  for (const auto& a : request.args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (const auto& e : request.env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
-  syscall(SYS_execveat, vmm.fd.get(), "", argv.data(), envp.data(), AT_EMPTY_PATH);
+  ExecPlan plan;
+  plan.fd = vmm.fd.get();
+  plan.argv.push_back(const_cast<char*>(request.vmm.c_str()));
+  for (const auto& a : request.args) plan.argv.push_back(const_cast<char*>(a.c_str()));
+  plan.argv.push_back(nullptr);
+  for (const auto& e : request.env) plan.envp.push_back(const_cast<char*>(e.c_str()));
+  plan.envp.push_back(nullptr);
+  return plan;
+}
+
+void exec_prepared(const ExecPlan& plan) {
+  syscall(SYS_execveat, plan.fd, "", plan.argv.data(), plan.envp.data(), AT_EMPTY_PATH);
+}
+
+Status exec_vmm(const Vmm& vmm, const protocol::LaunchRequest& request) {
+  auto plan = prepare_exec(vmm, request);
+  if (!plan.ok()) return plan.status();
+  exec_prepared(plan.value());
   return Status(Step::kExecVmm, errno, "execveat " + request.vmm);
+}
+
+int exit_code_for(const Status& st) {
+  if (st.step() == Step::kOpenVmm || st.step() == Step::kExecVmm) {
+    if (st.err() == ENOENT) return 127;
+    if (st.err() == EACCES || st.err() == ENOEXEC) return 126;
+  }
+  return 125;
 }
 
 }  // namespace sbx::exec

@@ -44,36 +44,13 @@ void send_message(int sock, std::span<const uint8_t> bytes, int fd) {
   }
 }
 
-// What the failed exec's child sent: its errno and the exit code it chose.
-struct ExecFailure {
-  int err;
-  int exit_code;
-};
+int exit_code_for_exec(int err) {
+  return exec::exit_code_for(Status(Step::kExecVmm, err, ""));
+}
 
-[[noreturn]] void serve(int control_fd, pid_t vmm, int exec_report, const sigset_t& forwarded,
-                        std::vector<uint8_t>& started, std::vector<uint8_t>& exit_msg,
-                        std::vector<uint8_t>& error_msg) {
-  ExecFailure failure{};
-  ssize_t n;
-  do {
-    n = read(exec_report, &failure, sizeof(failure));
-  } while (n < 0 && errno == EINTR);
-  close(exec_report);
-  if (n == static_cast<ssize_t>(sizeof(failure))) {
-    int status;
-    while (waitpid(vmm, &status, 0) < 0 && errno == EINTR) {
-    }
-    protocol::patch_u32(error_msg, protocol::kErrorErrnoOffset, static_cast<uint32_t>(failure.err));
-    send_message(control_fd, error_msg, -1);
-    _exit(failure.exit_code);
-  }
-  // EOF: the exec happened (the pipe's write end was close-on-exec). The supervisor gets a
-  // pidfd of the VMM, from which it reads the VMM's pid as it sees it.
-  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, vmm, 0));
-  send_message(control_fd, started, pidfd);
-  if (pidfd >= 0) close(pidfd);
-  // The init keeps nothing of the VMM's: only stdio and the control socket stay open.
-  close_range(static_cast<unsigned>(control_fd) + 1, ~0U, 0);
+// The init's loop: forward, reap, report the VMM's status, exit with it.
+[[noreturn]] void serve(int control_fd, pid_t vmm, const sigset_t& forwarded,
+                        std::vector<uint8_t>& exit_msg) {
   while (true) {
     siginfo_t info;
     int sig = sigwaitinfo(&forwarded, &info);
@@ -95,46 +72,49 @@ struct ExecFailure {
 
 }  // namespace
 
-Result<int> fork_vmm(int control_fd, const std::string& vmm) {
+Status run(int control_fd, const exec::ExecPlan& plan, const std::string& vmm) {
   sigset_t forwarded, previous;
   sigemptyset(&forwarded);
   for (int sig : kForwarded) sigaddset(&forwarded, sig);
   sigaddset(&forwarded, SIGCHLD);
-  // Encoded now: the init allocates nothing after the fork.
+  // Encoded now: the init allocates nothing after the vfork.
   std::vector<uint8_t> started = protocol::encode(protocol::VmmStarted{});
   std::vector<uint8_t> exit_msg = protocol::encode(protocol::VmmExit{0});
   std::vector<uint8_t> error_msg =
       protocol::encode(protocol::ErrorReport{Step::kExecVmm, 0, "execveat " + vmm});
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    return Status(Step::kForkVmm, errno, "pipe for the exec's outcome");
-  }
-  // Blocked before the fork, so no signal sent in between is lost: it waits for sigwaitinfo.
+  // Blocked before the vfork, so no signal sent in between is lost: it waits for sigwaitinfo.
   sigprocmask(SIG_BLOCK, &forwarded, &previous);
-  pid_t pid = fork();
+  // The child shares this memory until its exec: it writes the exec's errno here.
+  volatile int exec_errno = 0;
+  pid_t pid = vfork();
+  if (pid == 0) {
+    sigprocmask(SIG_SETMASK, &previous, nullptr);
+    exec::exec_prepared(plan);
+    exec_errno = errno != 0 ? errno : ENOEXEC;
+    _exit(127);
+  }
   if (pid < 0) {
     int err = errno;
     sigprocmask(SIG_SETMASK, &previous, nullptr);
-    close(pipe_fds[0]);
-    close(pipe_fds[1]);
-    return Status(Step::kForkVmm, err, "fork the VMM");
+    return Status(Step::kForkVmm, err, "vfork the VMM");
   }
-  if (pid == 0) {
-    sigprocmask(SIG_SETMASK, &previous, nullptr);
-    close(pipe_fds[0]);
-    return pipe_fds[1];
+  if (exec_errno != 0) {
+    const int err = exec_errno;
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    protocol::patch_u32(error_msg, protocol::kErrorErrnoOffset, static_cast<uint32_t>(err));
+    send_message(control_fd, error_msg, -1);
+    _exit(exit_code_for_exec(err));
   }
-  close(pipe_fds[1]);
-  serve(control_fd, pid, pipe_fds[0], forwarded, started, exit_msg, error_msg);
-}
-
-void exec_failed(int report_fd, int err, int exit_code) {
-  struct {
-    int err;
-    int exit_code;
-  } failure{err, exit_code};
-  (void)!write(report_fd, &failure, sizeof(failure));
-  _exit(exit_code);
+  // The exec happened. The supervisor gets a pidfd of the VMM, from which it reads the VMM's
+  // pid as it sees it.
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  send_message(control_fd, started, pidfd);
+  if (pidfd >= 0) close(pidfd);
+  // The init keeps nothing of the VMM's: only stdio and the control socket stay open.
+  close_range(static_cast<unsigned>(control_fd) + 1, ~0U, 0);
+  serve(control_fd, pid, forwarded, exit_msg);
 }
 
 }  // namespace sbx::init

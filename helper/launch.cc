@@ -179,14 +179,6 @@ Status record_launch(audit::Trail& trail, const protocol::LaunchRequest& req, pi
   return {};
 }
 
-int exit_code_for(const Status& st) {
-  if (st.step() == Step::kOpenVmm || st.step() == Step::kExecVmm) {
-    if (st.err() == ENOENT) return 127;
-    if (st.err() == EACCES || st.err() == ENOEXEC) return 126;
-  }
-  return 125;
-}
-
 // The jail's entries: the sandbox dir, the images, files.read_only, files.read_write and the
 // API socket's directory (bound like a read_write entry unless it is one), files.devices.
 std::vector<jail::Entry> jail_entries(const protocol::LaunchRequest& req,
@@ -322,10 +314,9 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   }
   // With a PID namespace this process stays as its init; the VMM is its child.
   if (req.pid_namespace) {
-    auto report_fd = init::fork_vmm(fds::kControlFd, req.vmm);
-    if (!report_fd.ok()) return report_fd.status();
-    Status st = exec::exec_vmm(vmm.value(), req);
-    init::exec_failed(report_fd.value(), st.err(), exit_code_for(st));
+    auto plan = exec::prepare_exec(vmm.value(), req);
+    if (!plan.ok()) return plan.status();
+    return init::run(fds::kControlFd, plan.value(), req.vmm);
   }
   return exec::exec_vmm(vmm.value(), req);
 }
@@ -350,7 +341,7 @@ void fail(const Status& st) {
   (void)protocol::send_datagram(fds::kControlFd, protocol::encode(report), {}, st.step());
   std::string line = "sbx-nsexec: " + st.message() + "\n";
   (void)!write(STDERR_FILENO, line.data(), line.size());
-  _exit(exit_code_for(st));
+  _exit(exec::exit_code_for(st));
 }
 
 void run(const std::string& policy_path, pid_t parent_at_entry) {

@@ -211,7 +211,8 @@ Spawned spawn_as_test_user(const std::string& program, const std::vector<std::st
 
 // What the caller saw on its end of the control socket.
 struct Outcome {
-  bool launched = false;  // EOF without an ERROR: the VMM was executed
+  bool launched = false;  // EOF (or VMM_STARTED) without an ERROR: the VMM was executed
+  pid_t init = -1;        // with a PID namespace: the namespace init's pid (PID_REPORT)
   std::optional<protocol::ErrorReport> error;
   std::string problem;  // a transport or decoding failure
   std::string text() const {
@@ -232,7 +233,7 @@ Outcome converse(int control, const std::vector<uint8_t>& bytes) {
     out.problem = "send: " + st.message();
   }
   while (true) {
-    auto d = protocol::receive_datagram(control, 10000, 0, Step::kReadRequest);
+    auto d = protocol::receive_datagram(control, 10000, 1, Step::kReadRequest);
     if (!d.ok()) {
       out.problem = "receive: " + d.status().message();
       return out;
@@ -244,6 +245,9 @@ Outcome converse(int control, const std::vector<uint8_t>& bytes) {
       return out;
     }
     if (auto* e = std::get_if<protocol::ErrorReport>(&msg.value())) out.error = *e;
+    if (auto* p = std::get_if<protocol::PidReport>(&msg.value())) out.init = p->pid;
+    // With a PID namespace the init keeps the socket: VMM_STARTED says the exec happened.
+    if (std::holds_alternative<protocol::VmmStarted>(msg.value())) break;
   }
   out.launched = !out.error && out.problem.empty();
   return out;
@@ -593,6 +597,7 @@ class JailRaceTest : public AttackTest {
       req.sandbox_dir = env().sandboxes() + "/" + req.id;
       req.links = {{"vmlinux", env().images() + "/vmlinux"}};
       req.files = req.jail = true;
+      req.pid_namespace = true;  // a jail needs one
       req.read_only = {"/usr"};
       fill(req);
       EXPECT_EQ(kill(attacker, SIGCONT), 0);
@@ -610,20 +615,28 @@ class JailRaceTest : public AttackTest {
       }
       if (outcome.launched) {
         ++c.launched;
-        std::string why = check(h.pid);
+        // The namespace init pivoted into the jail before it started the VMM: its root is
+        // the VMM's.
+        std::string why = outcome.init > 0 ? check(outcome.init) : "no PID_REPORT";
         struct stat st;
         if (why.empty() &&
-            lstat(("/proc/" + std::to_string(h.pid) + "/root/etc").c_str(), &st) == 0) {
+            lstat(("/proc/" + std::to_string(outcome.init) + "/root/etc").c_str(), &st) == 0) {
           why = "the jail holds /etc";
         }
-        kill(h.pid, SIGKILL);
+        if (outcome.init > 0) {
+          kill(outcome.init, SIGKILL);
+          reap(outcome.init);
+        }
         reap(h.pid);
         if (!why.empty()) {
           ++c.wrong;
           ADD_FAILURE() << "launch " << i << ": " << why;
         }
       } else {
-        auto status = reap(h.pid);
+        // A refusal after the fork comes from the namespace's pid 1; the helper itself exited
+        // 0 once it had reported that pid.
+        auto status = reap(outcome.init > 0 ? outcome.init : h.pid);
+        if (outcome.init > 0) reap(h.pid);
         if (outcome.error && outcome.error->step == Step::kValidateRequest &&
             outcome.error->err == ELOOP && status && WIFEXITED(*status) &&
             WEXITSTATUS(*status) == 125) {
@@ -693,7 +706,9 @@ TEST_F(JailRaceTest, ReadWriteEntrySwappedWithASymlinkDuringAThousandLaunches) {
       [&](pid_t vmm) -> std::string {
         struct stat st;
         const std::string inside = "/proc/" + std::to_string(vmm) + "/root" + entry;
-        if (stat(inside.c_str(), &st) != 0) return "the read_write entry is not in the jail";
+        if (stat(inside.c_str(), &st) != 0) {
+          return "the read_write entry is not in the jail: " + std::string(std::strerror(errno));
+        }
         if (!S_ISDIR(st.st_mode) || st.st_ino != dir_st.st_ino || st.st_dev != dir_st.st_dev) {
           return "the jail's " + entry + " is not the caller's directory";
         }
