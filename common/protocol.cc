@@ -464,6 +464,10 @@ std::vector<uint8_t> encode(const VmmExit& rep) {
   return w.finish();
 }
 
+std::vector<uint8_t> encode(const StartedAck&) {
+  return Writer(MessageType::kStartedAck).finish();
+}
+
 void patch_u32(std::span<uint8_t> bytes, size_t offset, uint32_t value) {
   if (offset > bytes.size() || bytes.size() - offset < 4) return;
   for (int i = 0; i < 4; ++i) bytes[offset + i] = static_cast<uint8_t>(value >> (8 * i));
@@ -492,6 +496,9 @@ Result<Message> decode(std::span<const uint8_t> bytes, Step step) {
       return Message(VmmStarted{});
     case MessageType::kVmmExit:
       return decode_vmm_exit(body, step);
+    case MessageType::kStartedAck:
+      if (!body.empty()) return bad(step, EPROTO, "STARTED_ACK carries no fields");
+      return Message(StartedAck{});
   }
   return bad(step, EPROTO, "unknown message type " + std::to_string(type));
 }

@@ -44,6 +44,7 @@ enum class MessageType : uint16_t {
   kConfinement = 4,  // helper -> supervisor, just before exec: the layers applied
   kVmmStarted = 5,   // PID-namespace init -> supervisor: the VMM was executed (its pidfd)
   kVmmExit = 6,      // PID-namespace init -> supervisor: the VMM's own wait status
+  kStartedAck = 7,   // supervisor -> PID-namespace init: VMM_STARTED's pidfd was read
 };
 
 enum class LaunchTag : uint16_t {
@@ -134,8 +135,14 @@ struct VmmExit {
   bool operator==(const VmmExit&) const = default;
 };
 
-using Message =
-    std::variant<LaunchRequest, ErrorReport, PidReport, ConfinementReport, VmmStarted, VmmExit>;
+// Sent by the supervisor once it has read the VMM's pid from VMM_STARTED's pidfd: until then
+// the init does not reap the VMM, whose pid would otherwise be gone (a VMM that exits at once).
+struct StartedAck {
+  bool operator==(const StartedAck&) const = default;
+};
+
+using Message = std::variant<LaunchRequest, ErrorReport, PidReport, ConfinementReport, VmmStarted,
+                             VmmExit, StartedAck>;
 
 // Where a value sits in an encoded message, so a message encoded before a fork can be
 // completed after it without allocating: VMM_EXIT's status, ERROR's errno.
@@ -152,6 +159,7 @@ std::vector<uint8_t> encode(const PidReport& report);
 std::vector<uint8_t> encode(const ConfinementReport& report);
 std::vector<uint8_t> encode(const VmmStarted& report);
 std::vector<uint8_t> encode(const VmmExit& report);
+std::vector<uint8_t> encode(const StartedAck& ack);
 
 // Decodes one whole datagram. Refuses: short or oversize input, bad magic, unknown version or
 // type, nonzero reserved bits, length mismatch, unknown tags, duplicate single-valued tags,

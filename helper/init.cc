@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -48,9 +49,22 @@ int exit_code_for_exec(int err) {
   return exec::exit_code_for(Status(Step::kExecVmm, err, ""));
 }
 
-// The init's loop: forward, reap, report the VMM's status, exit with it.
+// Waits (bounded) for the supervisor's STARTED_ACK: it has then read the VMM's pid from the
+// pidfd sent with VMM_STARTED, and the VMM may be reaped. Whatever arrives, or nothing within
+// the bound (the supervisor gone: the parent-death signal then ends this process), lets the
+// init go on; it only ever delays a reap.
+void wait_for_ack(int control_fd) {
+  pollfd pfd{control_fd, POLLIN, 0};
+  (void)poll(&pfd, 1, 5000);
+  uint8_t buf[protocol::kHeaderSize];
+  (void)recv(control_fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
+}
+
+// The init's loop: forward, reap, report the VMM's status, exit with it. Orphans are reaped as
+// they come; the VMM only once the supervisor acknowledged VMM_STARTED.
 [[noreturn]] void serve(int control_fd, pid_t vmm, const sigset_t& forwarded,
                         std::vector<uint8_t>& exit_msg) {
+  bool acked = false;
   while (true) {
     siginfo_t info;
     int sig = sigwaitinfo(&forwarded, &info);
@@ -59,10 +73,20 @@ int exit_code_for_exec(int err) {
       kill(vmm, sig);
       continue;
     }
-    int status;
-    pid_t reaped;
-    while ((reaped = waitpid(-1, &status, WNOHANG)) > 0) {
-      if (reaped != vmm) continue;
+    while (true) {
+      siginfo_t child{};
+      if (waitid(P_ALL, 0, &child, WEXITED | WNOHANG | WNOWAIT) != 0 || child.si_pid == 0) break;
+      if (child.si_pid != vmm) {
+        waitpid(child.si_pid, nullptr, 0);
+        continue;
+      }
+      if (!acked) {
+        wait_for_ack(control_fd);
+        acked = true;
+      }
+      int status = 0;
+      while (waitpid(vmm, &status, 0) < 0 && errno == EINTR) {
+      }
       protocol::patch_u32(exit_msg, protocol::kVmmExitStatusOffset, static_cast<uint32_t>(status));
       send_message(control_fd, exit_msg, -1);
       _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));

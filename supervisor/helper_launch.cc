@@ -237,6 +237,9 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
         break;
       }
       out.reported_pid = pid_of_pidfd(d.value().fds[0].get());
+      // The init holds the VMM unreaped until this ack, so the pid read above is its own.
+      (void)protocol::send_datagram(ours.get(), protocol::encode(protocol::StartedAck{}), {},
+                                    Step::kReadRequest);
       if (out.reported_pid <= 0) {
         out.failure = failure("control_socket", EPROTO, "VMM_STARTED without a pidfd");
         break;

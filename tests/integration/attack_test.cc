@@ -247,7 +247,11 @@ Outcome converse(int control, const std::vector<uint8_t>& bytes) {
     if (auto* e = std::get_if<protocol::ErrorReport>(&msg.value())) out.error = *e;
     if (auto* p = std::get_if<protocol::PidReport>(&msg.value())) out.init = p->pid;
     // With a PID namespace the init keeps the socket: VMM_STARTED says the exec happened.
-    if (std::holds_alternative<protocol::VmmStarted>(msg.value())) break;
+    if (std::holds_alternative<protocol::VmmStarted>(msg.value())) {
+      (void)protocol::send_datagram(control, protocol::encode(protocol::StartedAck{}), {},
+                                    Step::kReadRequest);
+      break;
+    }
   }
   out.launched = !out.error && out.problem.empty();
   return out;

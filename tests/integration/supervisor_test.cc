@@ -258,6 +258,27 @@ TEST_F(SupervisorRunTest, PidNamespaceTakesASetsidChildAlong) {
   EXPECT_FALSE(path_exists(spec.sandbox_dir));
 }
 
+// A VMM that exits at once under the default PID namespace: the started event still names its
+// pid (the init keeps it unreaped until the supervisor has read it), and the outcome is its
+// own exit code. Twenty times, as the exit races the supervisor's read.
+TEST_F(SupervisorRunTest, AVmmThatExitsAtOnceUnderTheInitIsReportedWithItsPid) {
+  for (int i = 0; i < 20; ++i) {
+    SCOPED_TRACE("run " + std::to_string(i));
+    ProbeSpec spec = probe_spec("exit-now", {"--exit-now", "--exit-code", "3"}, false);
+    spec.json.erase("pid_namespace");
+    auto run = start_run(write_spec(spec.json));
+    json::object started = run->expect_event("started");
+    run->expect_event("ready");  // no API socket: ready at once
+    json::object exited = run->expect_event("exited");
+    EXPECT_EQ(run->finish(), 3) << run->stderr_text();
+    EXPECT_GT(json_int(started, "pid"), 1) << json::serialize(started);
+    EXPECT_NE(json_int(started, "pid"), json_int(started, "pgid"));
+    EXPECT_EQ(json_str(exited, "outcome"), "exited") << json::serialize(exited);
+    EXPECT_EQ(json_int(exited, "code"), 3);
+  }
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+}
+
 // 4. The supervisor SIGKILLed while the VMM runs: the VMM dies of its parent-death signal.
 TEST_F(SupervisorRunTest, SupervisorKilledTakesTheVmmAlong) {
   const std::string mounts = host_mounts();

@@ -211,6 +211,8 @@ int main(int argc, char** argv) {
         }
       }
       started = true;
+      (void)protocol::send_datagram(ours.get(), protocol::encode(protocol::StartedAck{}), {},
+                                    sbx::Step::kReadRequest);
       break;
     }
     if (auto* e = std::get_if<protocol::ErrorReport>(&msg.value())) {

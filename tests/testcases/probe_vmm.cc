@@ -357,6 +357,7 @@ struct Options {
   std::vector<std::string> open_write;         // errno of opening each for writing
   std::vector<std::string> try_connect;        // errno of connecting to each unix socket
   bool sigterm_default = false;                // leave SIGTERM at its default: it kills the probe
+  bool exit_now = false;                       // exit (with --exit-code) right after the report
   std::optional<std::string> listen_abstract;  // an abstract unix socket kept listening
   std::vector<std::string> connect_abstract;   // errno of connecting to each abstract name
   int burn_ms = 0;  // CPU time to spend before the report (cgroup usage tests)
@@ -637,6 +638,10 @@ Options ParseArgs(int argc, char** argv) {
     }
     if (arg == "--sigterm-default") {
       opt.sigterm_default = true;
+      continue;
+    }
+    if (arg == "--exit-now") {
+      opt.exit_now = true;
       continue;
     }
     if (arg != "--report" && arg != "--api-sock" && arg != "--api-socket" && arg != "-qmp" &&
@@ -973,6 +978,7 @@ int Run(int argc, char** argv) {
   WriteReportAtomically(opt.report,
                         BuildReport(argc, argv, opt, sigterm_disp, children, setsid_child));
 
+  if (opt.exit_now) return opt.exit_code;
   struct sigaction sa {};
   sigemptyset(&sa.sa_mask);
   sa.sa_handler = opt.ignore_sigterm ? SIG_IGN : opt.sigterm_default ? SIG_DFL : OnSigterm;
