@@ -87,10 +87,9 @@ Status bind_at(JailDirs& dirs, const std::string& path, int source_fd, bool is_d
   return {};
 }
 
-// A fresh procfs of the current PID namespace at /proc, showing only processes where the
-// kernel supports subset=pid.
-Status mount_proc(int root) {
-  if (mkdirat(root, "proc", 0555) != 0) return fail(Step::kBuildJail, errno, "mkdir /proc");
+}  // namespace
+
+Status mount_proc() {
   UniqueFd fs(fsopen("proc", FSOPEN_CLOEXEC));
   if (!fs) return fail(Step::kBuildJail, errno, "fsopen proc");
   // Older kernels do not know subset=pid: the procfs then shows its usual files too.
@@ -101,11 +100,13 @@ Status mount_proc(int root) {
   UniqueFd mnt(
       fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
   if (!mnt) return fail(Step::kBuildJail, errno, "fsmount procfs");
-  if (move_mount(mnt.get(), "", root, "proc", MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+  if (move_mount(mnt.get(), "", AT_FDCWD, "/proc", MOVE_MOUNT_F_EMPTY_PATH) != 0) {
     return fail(Step::kBuildJail, errno, "move_mount procfs onto /proc");
   }
   return {};
 }
+
+namespace {
 
 // The basic device nodes every VMM may use, bound from the host's /dev (no ioctl beyond what
 // their drivers offer anyone; Landlock denies device ioctls on them).
@@ -210,7 +211,11 @@ Result<UniqueFd> enter(const std::vector<Entry>& entries,
       return s;
     }
   }
-  if (Status s = mount_proc(root.get()); !s.ok()) return s;
+  // /proc is mounted by the namespace's pid 1 (mount_proc), once in the jail: a procfs shows
+  // the PID namespace of the process that mounts it.
+  if (mkdirat(root.get(), "proc", 0555) != 0) {
+    return fail(Step::kBuildJail, errno, "mkdir /proc in the jail");
+  }
   if (Status s = recreate_usr_links(root.get(), read_only_paths); !s.ok()) return s;
   mount_attr ro{};
   ro.attr_set = MOUNT_ATTR_RDONLY;

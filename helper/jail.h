@@ -36,8 +36,8 @@ inline constexpr uint64_t kDevice = 0;
 bool is_basic_device(std::string_view path);
 
 // Builds the jail from `entries` (no entry may lie inside another: refused, step build_jail,
-// EINVAL) plus /dev/{null,zero,full,random,urandom} and a procfs of the current PID namespace
-// (subset=pid where the kernel has it); recreates the host's top-level merged-/usr links
+// EINVAL) plus /dev/{null,zero,full,random,urandom} and an empty /proc; recreates the host's
+// top-level merged-/usr links
 // (/lib -> usr/lib and the like) whose targets a read-only entry covers, so a dynamically
 // linked VMM finds its loader; makes the root read-only and pivots into it. `read_only_paths`
 // are the entries given read-only (for those links). Returns an O_PATH fd of `cwd` inside the
@@ -45,5 +45,9 @@ bool is_basic_device(std::string_view path);
 // CAP_SYS_ADMIN held, single-threaded.
 Result<UniqueFd> enter(const std::vector<Entry>& entries,
                        const std::vector<std::string>& read_only_paths, const std::string& cwd);
+
+// Mounts a fresh procfs of the calling process's PID namespace (subset=pid where the kernel
+// has it) on /proc of the jail it is in. Called by the namespace's pid 1, after enter().
+Status mount_proc();
 
 }  // namespace sbx::jail

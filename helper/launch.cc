@@ -248,20 +248,12 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
     if (!fd.ok()) return fd.status();
     if (Status st = netns::join(fd.value().get()); !st.ok()) return st;
   }
-  // 5. A private mount namespace (and PID namespace on request: the one fork; the child is
-  // pid 1 and goes on).
+  // 5. A private mount namespace (and a PID namespace on request, for the children of this
+  // process: the one fork comes at 8c).
   if (Status st = unshare_namespaces(req.pid_namespace); !st.ok()) return st;
-  if (req.pid_namespace) {
-    auto child_pid = fork_into_pid_namespace(caller);
-    if (!child_pid.ok()) return child_pid.status();
-    vm_pid = child_pid.value();
-  }
   // 6. Nothing below propagates to the host; then what `ip netns exec` does. A jail has
-  // neither /sys nor /etc, and mounts a /proc of its own.
+  // neither /sys nor /etc.
   if (Status st = mounts::make_mounts_private(req.propagation_slave); !st.ok()) return st;
-  if (req.pid_namespace && !req.jail) {
-    if (Status st = mounts::mount_proc(); !st.ok()) return st;
-  }
   if (req.netns && !req.jail) {
     if (Status st = netns::remount_sys(); !st.ok()) return st;
     if (Status st = netns::bind_etc_files(*req.netns); !st.ok()) return st;
@@ -285,6 +277,15 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
                            req.sandbox_dir);
     if (!cwd.ok()) return cwd.status();
     jail_cwd = cwd.take();
+  }
+  // 8c. The one fork into the PID namespace, as late as it can be: every page the child writes
+  // afterwards costs it a copy-on-write fault. The child is pid 1 and goes on; it mounts the
+  // namespace's /proc (a procfs shows the PID namespace of the process that mounts it).
+  if (req.pid_namespace) {
+    auto child_pid = fork_into_pid_namespace(caller);
+    if (!child_pid.ok()) return child_pid.status();
+    vm_pid = child_pid.value();
+    if (Status st = req.jail ? jail::mount_proc() : mounts::mount_proc(); !st.ok()) return st;
   }
   // 9. Limits; the audit record while CAP_AUDIT_WRITE is held; then privilege goes:
   // capabilities, no_new_privs, the syscall filter, and the Landlock layer inside it.
