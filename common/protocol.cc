@@ -292,69 +292,46 @@ Result<Message> decode_error(std::span<const uint8_t> body, Step step) {
   return Message(std::move(rep));
 }
 
-Result<Message> decode_pid(std::span<const uint8_t> body, Step step) {
-  PidReport rep;
+// A message whose body is exactly one u32 field, `tag`, within [min, max].
+Result<uint32_t> decode_one_u32(std::span<const uint8_t> body, Step step, uint16_t want,
+                                const std::string& name, uint32_t min, uint32_t max) {
   Reader r(body, step);
   Status st;
-  bool seen = false;
+  std::optional<uint32_t> value;
   while (!r.done()) {
     uint16_t tag;
     std::span<const uint8_t> v;
     if (!r.next(&tag, &v)) return r.status();
-    if (static_cast<PidTag>(tag) != PidTag::kPid) {
-      return bad(step, EPROTO, "unknown pid tag " + std::to_string(tag));
-    }
-    if (seen) return bad(step, EPROTO, "duplicate pid");
-    seen = true;
-    uint32_t pid;
-    if (!read_u32(v, &pid, "pid", step, &st)) return st;
-    if (pid < 2 || pid > 0x3fffffff) return bad(step, EPROTO, "pid out of range");
-    rep.pid = static_cast<pid_t>(pid);
+    if (tag != want)
+      return bad(step, EPROTO, "unknown tag " + std::to_string(tag) + " with " + name);
+    if (value) return bad(step, EPROTO, "duplicate " + name);
+    uint32_t x;
+    if (!read_u32(v, &x, name.c_str(), step, &st)) return st;
+    if (x < min || x > max) return bad(step, EPROTO, name + " out of range");
+    value = x;
   }
-  if (!seen) return bad(step, EPROTO, "missing pid");
-  return Message(rep);
+  if (!value) return bad(step, EPROTO, "missing " + name);
+  return *value;
+}
+
+Result<Message> decode_pid(std::span<const uint8_t> body, Step step) {
+  auto pid = decode_one_u32(body, step, static_cast<uint16_t>(PidTag::kPid), "pid", 2, 0x3fffffff);
+  if (!pid.ok()) return pid.status();
+  return Message(PidReport{static_cast<pid_t>(pid.value())});
 }
 
 Result<Message> decode_vmm_exit(std::span<const uint8_t> body, Step step) {
-  VmmExit rep;
-  Reader r(body, step);
-  Status st;
-  bool seen = false;
-  while (!r.done()) {
-    uint16_t tag;
-    std::span<const uint8_t> v;
-    if (!r.next(&tag, &v)) return r.status();
-    if (static_cast<VmmExitTag>(tag) != VmmExitTag::kStatus) {
-      return bad(step, EPROTO, "unknown vmm_exit tag " + std::to_string(tag));
-    }
-    if (seen) return bad(step, EPROTO, "duplicate status");
-    seen = true;
-    if (!read_u32(v, &rep.status, "status", step, &st)) return st;
-    if (rep.status > 0xffff) return bad(step, EPROTO, "wait status out of range");
-  }
-  if (!seen) return bad(step, EPROTO, "missing status");
-  return Message(rep);
+  auto status =
+      decode_one_u32(body, step, static_cast<uint16_t>(VmmExitTag::kStatus), "status", 0, 0xffff);
+  if (!status.ok()) return status.status();
+  return Message(VmmExit{status.value()});
 }
 
 Result<Message> decode_confinement(std::span<const uint8_t> body, Step step) {
-  ConfinementReport rep;
-  Reader r(body, step);
-  Status st;
-  bool seen = false;
-  while (!r.done()) {
-    uint16_t tag;
-    std::span<const uint8_t> v;
-    if (!r.next(&tag, &v)) return r.status();
-    if (static_cast<ConfinementTag>(tag) != ConfinementTag::kLandlockAbi) {
-      return bad(step, EPROTO, "unknown confinement tag " + std::to_string(tag));
-    }
-    if (seen) return bad(step, EPROTO, "duplicate landlock_abi");
-    seen = true;
-    if (!read_u32(v, &rep.landlock_abi, "landlock_abi", step, &st)) return st;
-    if (rep.landlock_abi > 255) return bad(step, EPROTO, "landlock_abi out of range");
-  }
-  if (!seen) return bad(step, EPROTO, "missing landlock_abi");
-  return Message(rep);
+  auto abi = decode_one_u32(body, step, static_cast<uint16_t>(ConfinementTag::kLandlockAbi),
+                            "landlock_abi", 0, 255);
+  if (!abi.ok()) return abi.status();
+  return Message(ConfinementReport{abi.value()});
 }
 
 }  // namespace

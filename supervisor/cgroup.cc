@@ -97,7 +97,12 @@ std::vector<pid_t> pids_in(const std::string& procs) {
   return out;
 }
 
-// The cgroup v2 path of `pid` as its /proc/PID/cgroup names it ("0::/a/b"), or "".
+CgroupError error(int err, std::string detail) {
+  return CgroupError{err, std::move(detail) + ": " + errno_text(err)};
+}
+
+}  // namespace
+
 std::string proc_cgroup_of(pid_t pid) {
   auto text = read_at(AT_FDCWD, ("/proc/" + std::to_string(pid) + "/cgroup").c_str());
   if (!text) return {};
@@ -108,12 +113,6 @@ std::string proc_cgroup_of(pid_t pid) {
   }
   return {};
 }
-
-CgroupError error(int err, std::string detail) {
-  return CgroupError{err, std::move(detail) + ": " + errno_text(err)};
-}
-
-}  // namespace
 
 std::vector<CgroupLimitFile> cgroup_limit_files(const CgroupSpec& spec) {
   std::vector<CgroupLimitFile> out;

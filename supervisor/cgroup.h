@@ -120,4 +120,8 @@ class SandboxCgroup {
   std::string proc_path_;  // the cgroup as /proc/PID/cgroup names it ("/a/b/id"), once entered
 };
 
+// The cgroup v2 path of `pid` as its /proc/PID/cgroup names it ("0::/a/b" gives "/a/b"), or
+// "" when there is none.
+std::string proc_cgroup_of(pid_t pid);
+
 }  // namespace sbx::supervisor

@@ -23,6 +23,7 @@
 #include <sstream>
 
 #include "common/unique_fd.h"
+#include "supervisor/cgroup.h"
 
 namespace sbx::supervisor {
 namespace {
@@ -341,18 +342,6 @@ std::vector<Mount> cgroup2_mounts() {
   return out;
 }
 
-// This process's cgroup v2 path ("/a/b"), from /proc/self/cgroup.
-std::string own_cgroup() {
-  auto text = read_file("/proc/self/cgroup");
-  if (!text) return {};
-  std::istringstream in(*text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with("0::")) return line.substr(3);
-  }
-  return {};
-}
-
 bool writable(const std::string& path) {
   return faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) == 0;
 }
@@ -428,7 +417,7 @@ void check_cgroup(const DoctorOptions& o, std::vector<DoctorCheck>* out) {
   }
   // Paths inside the hierarchy, as /proc/self/cgroup names them (the mount's root is "/"
   // outside a cgroup namespace).
-  const std::string self = own_cgroup();
+  const std::string self = proc_cgroup_of(getpid());
   const std::string target = (pm->root == "/" ? "" : pm->root) + p.substr(pm->point.size()) + "/ID";
   std::string common;
   for (size_t i = 1; i <= std::min(self.size(), target.size()); ++i) {
