@@ -58,42 +58,6 @@ Status arm_parent_death_signal(const Caller& caller, bool in_new_pid_ns) {
   return {};
 }
 
-// The one fork of a PID-namespace launch. The child (pid 1 of the new namespace) is made a
-// child of the supervisor (CLONE_PARENT), so the supervisor reaps it and its PDEATHSIG follows
-// the supervisor; this process reports the child's pid and exits. Returns in the child only,
-// with its pid as the supervisor sees it (passed through a pipe: the child sees itself as 1),
-// which the audit record reports.
-Result<pid_t> fork_into_pid_namespace(const Caller& caller) {
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    return Status(Step::kForkPidNamespace, errno, "pipe for the child's pid");
-  }
-  UniqueFd pid_in(pipe_fds[0]), pid_out(pipe_fds[1]);
-  clone_args args{};
-  args.flags = CLONE_PARENT;
-  long pid = syscall(SYS_clone3, &args, sizeof(args));
-  if (pid < 0) return Status(Step::kForkPidNamespace, errno, "clone3 into the PID namespace");
-  if (pid > 0) {
-    const pid_t child = static_cast<pid_t>(pid);
-    (void)!write(pid_out.get(), &child, sizeof(child));  // if this fails the child reports it
-    auto bytes = protocol::encode(protocol::PidReport{child});
-    Status sent = protocol::send_datagram(fds::kControlFd, bytes, {}, Step::kForkPidNamespace);
-    _exit(sent.ok() ? 0 : 125);
-  }
-  pid_out.reset();
-  pid_t outer_pid = 0;
-  ssize_t n;
-  do {
-    n = read(pid_in.get(), &outer_pid, sizeof(outer_pid));
-  } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(sizeof(outer_pid))) {
-    return Status(Step::kForkPidNamespace, n < 0 ? errno : EPIPE, "read the child's own pid");
-  }
-  if (setsid() < 0) return Status(Step::kSetsid, errno, "setsid in the PID namespace");
-  if (Status st = arm_parent_death_signal(caller, true); !st.ok()) return st;
-  return outer_pid;
-}
-
 Status set_rlimits(const policy::Policy& policy) {
   if (!policy.rlimit_nofile) return {};
   rlimit lim;
@@ -179,6 +143,42 @@ Status record_launch(audit::Trail& trail, const protocol::LaunchRequest& req, pi
   return {};
 }
 
+// The one fork of a PID-namespace launch. The child (pid 1 of the new namespace) is made a
+// child of the supervisor (CLONE_PARENT), so the supervisor reaps it and its PDEATHSIG follows
+// the supervisor. This process writes the launch's audit record set (it knows the child's pid
+// as the supervisor sees it), passes the child its verdict through a pipe, reports the child's
+// pid and exits: the record is written while the child goes on, off its path. Returns in the
+// child only; its trail then waits for the parent's verdict before it sends anything.
+Status fork_into_pid_namespace(const Caller& caller, audit::Trail& trail,
+                               const protocol::LaunchRequest& req, policy::AuditMode mode,
+                               int landlock_abi) {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    return Status(Step::kForkPidNamespace, errno, "pipe for the audit verdict");
+  }
+  UniqueFd verdict_in(pipe_fds[0]), verdict_out(pipe_fds[1]);
+  // The child holds its end until the VMM starts: above every passed-fd target number.
+  if (Status st = fds::lift_above_targets(verdict_in); !st.ok()) return st;
+  clone_args args{};
+  args.flags = CLONE_PARENT;
+  long pid = syscall(SYS_clone3, &args, sizeof(args));
+  if (pid < 0) return Status(Step::kForkPidNamespace, errno, "clone3 into the PID namespace");
+  if (pid > 0) {
+    const pid_t child = static_cast<pid_t>(pid);
+    Status recorded = record_launch(trail, req, child, mode, landlock_abi);
+    const int err = recorded.ok() ? 0 : (recorded.err() != 0 ? recorded.err() : EIO);
+    (void)!write(verdict_out.get(), &err, sizeof(err));  // if this fails the child refuses
+    auto bytes = protocol::encode(protocol::PidReport{child});
+    Status sent = protocol::send_datagram(fds::kControlFd, bytes, {}, Step::kForkPidNamespace);
+    _exit(sent.ok() ? 0 : 125);
+  }
+  verdict_out.reset();
+  trail.expect_parent_verdict(std::move(verdict_in));
+  if (setsid() < 0) return Status(Step::kSetsid, errno, "setsid in the PID namespace");
+  if (Status st = arm_parent_death_signal(caller, true); !st.ok()) return st;
+  return {};
+}
+
 // The jail's entries: the sandbox dir, the images, files.read_only, files.read_write and the
 // API socket's directory (bound like a read_write entry unless it is one), files.devices.
 std::vector<jail::Entry> jail_entries(const protocol::LaunchRequest& req,
@@ -223,7 +223,7 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   if (request == nullptr) return Status(Step::kReadRequest, EPROTO, "expected a LAUNCH message");
   const protocol::LaunchRequest& req = seen.emplace(std::move(*request));
   const validate::Caller who{caller.uid, caller.gid};
-  pid_t vm_pid = getpid();  // the VMM keeps this process's pid, unless it forks below
+  const pid_t vm_pid = getpid();  // without a PID namespace the VMM keeps this pid
 
   // 1. Everything checkable is checked before any namespace or mount changes: the request,
   // the VMM (opened here and executed from this fd), the files, the Landlock layer.
@@ -282,16 +282,23 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   // afterwards costs it a copy-on-write fault. The child is pid 1 and goes on; it mounts the
   // namespace's /proc (a procfs shows the PID namespace of the process that mounts it).
   if (req.pid_namespace) {
-    auto child_pid = fork_into_pid_namespace(caller);
-    if (!child_pid.ok()) return child_pid.status();
-    vm_pid = child_pid.value();
+    if (Status st =
+            fork_into_pid_namespace(caller, trail, req, policy.value().audit, landlock_abi.value());
+        !st.ok()) {
+      return st;
+    }
     if (Status st = req.jail ? jail::mount_proc() : mounts::mount_proc(); !st.ok()) return st;
   }
   // 9. Limits; the audit record while CAP_AUDIT_WRITE is held; then privilege goes:
   // capabilities, no_new_privs, the syscall filter, and the Landlock layer inside it.
   if (Status st = set_rlimits(policy.value()); !st.ok()) return st;
-  if (Status st = record_launch(trail, req, vm_pid, policy.value().audit, landlock_abi.value());
-      !st.ok()) {
+  if (req.pid_namespace) {
+    // The parent writes the record; its verdict is taken just before the VMM starts, so this
+    // process does not wait for it on the way. Past the drop the socket is of no use here.
+    trail.close();
+  } else if (Status st =
+                 record_launch(trail, req, vm_pid, policy.value().audit, landlock_abi.value());
+             !st.ok()) {
     return st;
   }
   if (Status st = caps::drop_all(); !st.ok()) return st;
@@ -313,8 +320,10 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   if (Status st = fds::prepare_exec_fds(dgram.value().fds, req.pass_fd_targets); !st.ok()) {
     return st;
   }
-  // With a PID namespace this process stays as its init; the VMM is its child.
+  // With a PID namespace this process stays as its init; the VMM is its child. No VMM runs
+  // without the parent's verdict on the audit record.
   if (req.pid_namespace) {
+    if (Status st = trail.parent_verdict(); !st.ok()) return st;
     auto plan = exec::prepare_exec(vmm.value(), req);
     if (!plan.ok()) return plan.status();
     return init::run(fds::kControlFd, plan.value(), req.vmm);

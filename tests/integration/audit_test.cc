@@ -320,7 +320,8 @@ TEST_F(AuditTest, RefusalLeavesItsRecordSet) {
 }
 
 // In a PID-namespace launch the record reports the namespace init's pid as the supervisor sees
-// it (the VMM is forked after the record is written), and the kernel stamps that same process.
+// it (the VMM is forked after the record is written). The helper itself sends it, right after
+// its fork into the namespace, so the kernel stamps the helper's pid.
 TEST_F(AuditTest, PidNamespaceLaunchReportsThePidTheSupervisorSees) {
   KernelAuditState audit(1);
   AuditListener listener;
@@ -337,7 +338,7 @@ TEST_F(AuditTest, PidNamespaceLaunchReportsThePidTheSupervisorSees) {
   EXPECT_NE(l.vmm_pid(), l.helper_pid());
   const std::string init = std::to_string(json_int(l.line, "init_pid"));
   EXPECT_EQ(set.control->fields.at("vm-pid"), init);
-  EXPECT_EQ(set.control->stamp_fields.at("pid"), init);
+  EXPECT_EQ(set.control->stamp_fields.at("pid"), std::to_string(l.helper_pid()));
   expect_common(records, "success");
 }
 
@@ -397,6 +398,29 @@ TEST_F(AuditTest, HostileValuesArriveHexEncoded) {
 // launch is refused at write_audit, before the capability drop, leaving nothing behind. With
 // the default best_effort the same helper launches (its records go to syslog), and the helper
 // with both capabilities launches under `required`.
+// The same with a PID namespace, where the helper writes the record after its fork and the
+// namespace init refuses on the helper's verdict, before the capability drop and the exec.
+TEST_F(AuditTest, RequiredRefusesInAPidNamespaceToo) {
+  KernelAuditState audit(1);
+  const std::string weak_helper = helper_without_audit_write();
+  const std::string mounts = HelperEnv::host_mountinfo();
+  PolicySpec policy = env().default_policy();
+  policy.extra_lines = {"audit = required"};
+  ScopedPolicy scoped(env(), policy);
+  auto args = env().probe_args("audit-required-pidns");
+  args.helper = weak_helper;
+  args.pid_namespace = true;
+  Launch l = env().launch(args);
+  ASSERT_FALSE(l.ok()) << json::serialize(l.line);
+  EXPECT_EQ(json_str(l.error(), "step"), "write_audit") << json::serialize(l.line);
+  EXPECT_EQ(json_int(l.error(), "errno"), EPERM);
+  json::object exit = env().read_exit(l);
+  EXPECT_EQ(exit.at("code"), json::value(125)) << json::serialize(exit);
+  EXPECT_FALSE(std::filesystem::exists(env().report_path(args))) << "the VMM ran";
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+  EXPECT_EQ(HelperEnv::host_mountinfo(), mounts);
+}
+
 TEST_F(AuditTest, RequiredRefusesALaunchWhoseRecordTheKernelDoesNotTake) {
   KernelAuditState audit(1);
   const std::string weak_helper = helper_without_audit_write();
