@@ -394,33 +394,22 @@ TEST_F(AuditTest, HostileValuesArriveHexEncoded) {
                                                             "old-netns", "new-netns", "res"}));
 }
 
+// A launch under `audit = required` whose record the kernel does not take (the helper lacks
+// cap_audit_write: EPERM): refused at write_audit with exit 125, and the VMM never ran.
+void expect_write_audit_refusal(HelperEnv& env, const LaunchArgs& args) {
+  Launch l = env.launch(args);
+  ASSERT_FALSE(l.ok()) << json::serialize(l.line);
+  EXPECT_EQ(json_str(l.error(), "step"), "write_audit") << json::serialize(l.line);
+  EXPECT_EQ(json_int(l.error(), "errno"), EPERM);
+  json::object exit = env.read_exit(l);
+  EXPECT_EQ(exit.at("code"), json::value(125)) << json::serialize(exit);
+  EXPECT_FALSE(std::filesystem::exists(env.report_path(args))) << "the VMM ran";
+}
+
 // `audit = required`: a helper without cap_audit_write cannot send its record (EPERM), so the
 // launch is refused at write_audit, before the capability drop, leaving nothing behind. With
 // the default best_effort the same helper launches (its records go to syslog), and the helper
 // with both capabilities launches under `required`.
-// The same with a PID namespace, where the helper writes the record after its fork and the
-// namespace init refuses on the helper's verdict, before the capability drop and the exec.
-TEST_F(AuditTest, RequiredRefusesInAPidNamespaceToo) {
-  KernelAuditState audit(1);
-  const std::string weak_helper = helper_without_audit_write();
-  const std::string mounts = HelperEnv::host_mountinfo();
-  PolicySpec policy = env().default_policy();
-  policy.extra_lines = {"audit = required"};
-  ScopedPolicy scoped(env(), policy);
-  auto args = env().probe_args("audit-required-pidns");
-  args.helper = weak_helper;
-  args.pid_namespace = true;
-  Launch l = env().launch(args);
-  ASSERT_FALSE(l.ok()) << json::serialize(l.line);
-  EXPECT_EQ(json_str(l.error(), "step"), "write_audit") << json::serialize(l.line);
-  EXPECT_EQ(json_int(l.error(), "errno"), EPERM);
-  json::object exit = env().read_exit(l);
-  EXPECT_EQ(exit.at("code"), json::value(125)) << json::serialize(exit);
-  EXPECT_FALSE(std::filesystem::exists(env().report_path(args))) << "the VMM ran";
-  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
-  EXPECT_EQ(HelperEnv::host_mountinfo(), mounts);
-}
-
 TEST_F(AuditTest, RequiredRefusesALaunchWhoseRecordTheKernelDoesNotTake) {
   KernelAuditState audit(1);
   const std::string weak_helper = helper_without_audit_write();
@@ -432,13 +421,7 @@ TEST_F(AuditTest, RequiredRefusesALaunchWhoseRecordTheKernelDoesNotTake) {
 
     auto args = env().probe_args("audit-required");
     args.helper = weak_helper;
-    Launch l = env().launch(args);
-    ASSERT_FALSE(l.ok()) << json::serialize(l.line);
-    EXPECT_EQ(json_str(l.error(), "step"), "write_audit") << json::serialize(l.line);
-    EXPECT_EQ(json_int(l.error(), "errno"), EPERM);
-    json::object exit = env().read_exit(l);
-    EXPECT_EQ(exit.at("code"), json::value(125));
-    EXPECT_FALSE(std::filesystem::exists(env().report_path(args)));
+    expect_write_audit_refusal(env(), args);
     EXPECT_FALSE(std::filesystem::exists(args.sandbox_dir));
     EXPECT_EQ(HelperEnv::host_mountinfo(), mounts);
 
@@ -458,6 +441,22 @@ TEST_F(AuditTest, RequiredRefusesALaunchWhoseRecordTheKernelDoesNotTake) {
   json::object report = env().wait_for_report(env().report_path(args));
   EXPECT_EQ(json_ints(report, "fds"), (std::vector<int64_t>{0, 1, 2})) << json::serialize(report);
   env().stop(l);
+}
+
+// The same with a PID namespace, where the helper writes the record after its fork and the
+// namespace init refuses on the helper's verdict, before any VMM starts.
+TEST_F(AuditTest, RequiredRefusesInAPidNamespaceToo) {
+  KernelAuditState audit(1);
+  const std::string mounts = HelperEnv::host_mountinfo();
+  PolicySpec policy = env().default_policy();
+  policy.extra_lines = {"audit = required"};
+  ScopedPolicy scoped(env(), policy);
+  auto args = env().probe_args("audit-required-pidns");
+  args.helper = helper_without_audit_write();
+  args.pid_namespace = true;
+  expect_write_audit_refusal(env(), args);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+  EXPECT_EQ(HelperEnv::host_mountinfo(), mounts);
 }
 
 // With audit switched off the kernel drops user records (and still acknowledges them): a
