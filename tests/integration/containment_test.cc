@@ -37,13 +37,6 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kSetpriv = "/usr/bin/setpriv";
-
-std::vector<std::string> as_test_user() {
-  return {kSetpriv, "--reuid=" + std::to_string(kTestUid), "--regid=" + std::to_string(kTestGid),
-          "--clear-groups"};
-}
-
 // The errno an attack met (0: it worked), or -1 for null (not tried).
 int64_t attack(const json::object& attacks, const char* target, const char* what) {
   const json::value& v = attacks.at("targets").as_object().at(target).as_object().at(what);
@@ -61,23 +54,17 @@ bool gone_within(pid_t pid, std::chrono::milliseconds timeout) {
 
 class ContainmentTest : public SupervisorEnvTest {
  protected:
-  // A sandboxed VMM under its own supervisor, started and ready.
-  struct Sandboxed {
+  // A sandboxed VMM under its own supervisor, started and ready, with its spec.
+  struct Sandboxed : Running {
     ProbeSpec spec;
-    std::unique_ptr<SupervisorRun> run;
-    pid_t pid = -1;
-    json::object started;
-    json::object report;
+    pid_t pid = -1;  // the VMM's own
   };
 
   Sandboxed start(ProbeSpec spec) {
     Sandboxed s;
+    static_cast<Running&>(s) = launch(spec);
     s.spec = std::move(spec);
-    s.run = start_run(write_spec(s.spec.json));
-    s.started = s.run->expect_event("started");
-    s.pid = static_cast<pid_t>(json_int(s.started, "pid"));
-    if (!s.spec.api_socket.empty()) s.run->expect_event("ready");
-    s.report = env().wait_for_report(s.spec.report);
+    s.pid = s.vmm_pid();
     return s;
   }
 

@@ -29,7 +29,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kSetpriv = "/usr/bin/setpriv";
 constexpr const char* kSetcap = "/sbin/setcap";
 constexpr const char* kIp = "/usr/sbin/ip";
 constexpr const char* kLockPath = "/run/lock/sbx-it.lock";
@@ -690,8 +689,7 @@ std::string HelperEnv::report_path(const LaunchArgs& args) const {
 Launch HelperEnv::launch(const LaunchArgs& args) {
   std::vector<std::string> argv;
   if (!args.as_root) {
-    argv = {kSetpriv, "--reuid=" + std::to_string(kTestUid), "--regid=" + std::to_string(kTestGid),
-            "--clear-groups"};
+    argv = as_test_user();
   }
   argv.insert(argv.end(), {driver_, "--helper", args.helper.empty() ? helper_ : args.helper});
   if (!args.raw_file.empty()) {
@@ -794,8 +792,7 @@ std::unique_ptr<ChildProcess> HelperEnv::spawn_helper(const std::vector<std::str
                                                       const SpawnOptions& options, bool as_root) {
   std::vector<std::string> argv;
   if (!as_root) {
-    argv = {kSetpriv, "--reuid=" + std::to_string(kTestUid), "--regid=" + std::to_string(kTestGid),
-            "--clear-groups"};
+    argv = as_test_user();
   }
   argv.push_back(helper_);
   argv.insert(argv.end(), args.begin(), args.end());
@@ -868,6 +865,11 @@ void HelperEnv::after_test() {
   for (const auto& entry : fs::directory_iterator(sandboxes_, ec)) {
     fs::remove_all(entry.path(), ec);
   }
+}
+
+std::vector<std::string> as_test_user() {
+  return {kSetpriv, "--reuid=" + std::to_string(kTestUid), "--regid=" + std::to_string(kTestGid),
+          "--clear-groups"};
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,6 +25,11 @@ namespace sbx::it {
 inline constexpr uid_t kTestUid = 64123;
 inline constexpr gid_t kTestGid = 64123;
 inline constexpr std::chrono::milliseconds kTimeout = std::chrono::seconds(10);
+inline constexpr const char* kSetpriv = "/usr/bin/setpriv";
+
+// `setpriv` as the test user (uid and gid kTestUid/kTestGid, no supplementary groups): the
+// prefix of every command line that runs something as the unprivileged caller.
+std::vector<std::string> as_test_user();
 
 // How a child's file descriptors and signals are set up. The child has exactly fds 0-2 (stdin
 // /dev/null, stdout a pipe to the test, stderr a log file) plus what is named here.

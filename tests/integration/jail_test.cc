@@ -76,41 +76,13 @@ class JailTest : public SupervisorEnvTest {
   }
 
   static std::string path_dirname_of(const std::string& p) { return p.substr(0, p.rfind('/')); }
-
-  struct Running {
-    std::unique_ptr<SupervisorRun> run;
-    json::object started, report;
-  };
-
-  Running start(const ProbeSpec& spec) {
-    Running r;
-    r.run = start_run(write_spec(spec.json));
-    r.started = r.run->expect_event("started");
-    r.run->expect_event("ready");
-    r.report = env().wait_for_report(spec.report);
-    return r;
-  }
-
-  // A launch that must fail at `step` with `err`: exit 125, setup_failed, nothing left.
-  void expect_setup_failed(const ProbeSpec& spec, const std::string& step, int err) {
-    const std::string mounts = host_mounts();
-    auto run = start_run(write_spec(spec.json));
-    json::object exited = run->expect_event("exited");
-    EXPECT_EQ(run->finish(), 125) << run->stderr_text();
-    EXPECT_EQ(json_str(exited, "outcome"), "setup_failed") << json::serialize(exited);
-    EXPECT_EQ(json_str(exited, "step"), step) << json::serialize(exited);
-    EXPECT_EQ(json_int(exited, "errno"), err) << json::serialize(exited);
-    EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
-    EXPECT_EQ(host_mounts(), mounts);
-    EXPECT_FALSE(path_exists(spec.sandbox_dir));
-  }
 };
 
 TEST_F(JailTest, TheVmmSeesOnlyItsOwnWorld) {
   const std::string mounts = host_mounts();
   // Another sandbox of the same user, unjailed, with its socket in the shared work dir.
   ProbeSpec other = probe_spec("jail-other");
-  Running sibling = start(other);
+  Running sibling = launch(other);
 
   // Images the test user may write on the host, so that only the jail keeps the kernel
   // read-only.
@@ -154,7 +126,7 @@ TEST_F(JailTest, TheVmmSeesOnlyItsOwnWorld) {
   }
   args.emplace_back("--try-connect");
   args.emplace_back(other.api_socket);
-  Running r = start(spec);
+  Running r = launch(spec);
   const json::object& rep = r.report;
   SCOPED_TRACE(json::serialize(rep));
 
@@ -213,11 +185,34 @@ TEST_F(JailTest, TheVmmSeesOnlyItsOwnWorld) {
   EXPECT_EQ(host_mounts(), mounts);
 }
 
+// Control: the same checks from an unjailed VMM (the default PID namespace, no `files`) find
+// the host's /etc/passwd, the other sandbox's dir and socket, and connect to that socket.
+TEST_F(JailTest, ControlUnjailedTheSameChecksReachTheHost) {
+  ProbeSpec other = probe_spec("unjailed-other");
+  Running sibling = launch(other);
+  ProbeSpec spec = probe_spec("unjailed-control",
+                              {"--check-path", "/etc/passwd", "--check-path", other.sandbox_dir,
+                               "--try-connect", other.api_socket, "--try-write", env().work()});
+  spec.json.erase("pid_namespace");
+  Running r = launch(spec);
+  SCOPED_TRACE(json::serialize(r.report));
+  EXPECT_EQ(errno_at(r.report, "check_paths", "/etc/passwd"), 0);
+  EXPECT_EQ(errno_at(r.report, "check_paths", other.sandbox_dir), 0);
+  EXPECT_EQ(errno_at(r.report, "try_connect", other.api_socket), 0);
+  EXPECT_EQ(errno_at(r.report, "try_write", env().work()), 0);
+  EXPECT_GT(r.report.at("mount_points").as_array().size(), 12u) << "the host's mounts are there";
+  r.run->terminate();
+  r.run->finish();
+  sibling.run->terminate();
+  sibling.run->finish();
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+}
+
 // A VMM that leaves SIGTERM at its default: the stop ladder's SIGTERM reaches it through the
 // namespace init and ends it, outcome signaled 15 well within the budget.
 TEST_F(JailTest, DefaultSigtermIsHonouredUnderTheInit) {
   ProbeSpec spec = jailed_spec("jail-sigterm", {"--sigterm-default"});
-  Running r = start(spec);
+  Running r = launch(spec);
   EXPECT_EQ(json_str(r.report, "sigterm_disposition"), "default");
   const auto sent = std::chrono::steady_clock::now();
   r.run->terminate();
@@ -237,7 +232,7 @@ TEST_F(JailTest, DefaultSigtermIsHonouredUnderTheInit) {
 // Exit codes are the VMM's own, as without a jail or a namespace.
 TEST_F(JailTest, ExitCodeIsTheVmmsOwn) {
   ProbeSpec spec = jailed_spec("jail-code", {"--exit-code", "7"});
-  Running r = start(spec);
+  Running r = launch(spec);
   r.run->terminate();
   r.run->expect_event("stopping");
   json::object exited = r.run->expect_event("exited");
@@ -252,7 +247,7 @@ TEST_F(JailTest, ExitCodeIsTheVmmsOwn) {
 TEST_F(JailTest, NothingOutlivesAKilledSupervisor) {
   ProbeSpec spec =
       jailed_spec("jail-killed", {"--ignore-sigterm", "--setsid-child", "--children", "2"});
-  Running r = start(spec);
+  Running r = launch(spec);
   std::vector<pid_t> inside = live_test_user_processes_except(r.run->pid());
   EXPECT_EQ(inside.size(), 5u) << "the init, the VMM, two children and a setsid child: "
                                << ::testing::PrintToString(inside);
@@ -322,7 +317,7 @@ TEST_F(JailTest, ABasicNodeAmongTheDevicesIsTheJailsOwn) {
   ScopedPolicy scoped(env(), policy);
   ProbeSpec spec = jailed_spec("jail-devnull");
   spec.json["files"].as_object()["devices"] = json::array{"/dev/null"};
-  Running r = start(spec);
+  Running r = launch(spec);
   EXPECT_EQ(string_set(r.report, "dev_entries"),
             (std::set<std::string>{"full", "null", "random", "urandom", "zero"}));
   r.run->terminate();

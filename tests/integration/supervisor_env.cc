@@ -24,15 +24,8 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kSetpriv = "/usr/bin/setpriv";
-
 [[noreturn]] void fail(const std::string& what) {
   throw std::runtime_error(what);
-}
-
-std::vector<std::string> as_test_user() {
-  return {kSetpriv, "--reuid=" + std::to_string(kTestUid), "--regid=" + std::to_string(kTestGid),
-          "--clear-groups"};
 }
 
 // The value of `Key:` in /proc/PID/status, or nullopt if the process is gone.
@@ -245,6 +238,61 @@ std::unique_ptr<SupervisorRun> SupervisorEnvTest::start_run(const std::string& s
   argv.insert(argv.end(), {supervisor_, "run", "--spec", spec_path, "--helper", env().helper()});
   argv.insert(argv.end(), extra.begin(), extra.end());
   return std::make_unique<SupervisorRun>(argv, options, stderr_path("supervisor"));
+}
+
+pid_t Running::vmm_pid() const {
+  return static_cast<pid_t>(json_int(started, "pid"));
+}
+
+std::string events_text(const std::vector<json::object>& events) {
+  std::string out;
+  for (const auto& ev : events) out += json::serialize(ev) + "\n";
+  return out;
+}
+
+HostSnapshot SupervisorEnvTest::snapshot() const {
+  return {host_mounts(), env().sandbox_root_listing()};
+}
+
+void SupervisorEnvTest::expect_nothing_left(const HostSnapshot& before) const {
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes())
+      << "left: " << ::testing::PrintToString(HelperEnv::test_user_processes());
+  EXPECT_EQ(host_mounts(), before.mountinfo);
+  EXPECT_EQ(env().sandbox_root_listing(), before.sandbox_root);
+}
+
+Running SupervisorEnvTest::launch(const ProbeSpec& spec, const std::vector<std::string>& extra,
+                                  const SpawnOptions& options) {
+  Running r;
+  r.run = start_run(write_spec(spec.json), extra, options);
+  r.started = r.run->expect_event("started");
+  r.ready = r.run->expect_event("ready");
+  r.report = env().wait_for_report(spec.report);
+  return r;
+}
+
+json::object SupervisorEnvTest::expect_setup_failed(const ProbeSpec& spec, const std::string& step,
+                                                    int err, int exit_code) {
+  const HostSnapshot before = snapshot();
+  auto run = start_run(write_spec(spec.json));
+  json::object ev = run->next_event();
+  if (json_str(ev, "event") != "exited") {
+    ADD_FAILURE() << "the launch went on: " << json::serialize(ev);
+    run->terminate();
+  }
+  const int code = run->finish();
+  EXPECT_EQ(run->events().size(), 1u) << "events: " << events_text(run->events());
+  EXPECT_EQ(json_str(ev, "id"), spec.id);
+  EXPECT_EQ(json_str(ev, "outcome"), "setup_failed") << json::serialize(ev);
+  EXPECT_EQ(json_str(ev, "step"), step) << json::serialize(ev);
+  EXPECT_EQ(json_int(ev, "errno"), err) << json::serialize(ev);
+  EXPECT_FALSE(json_str(ev, "detail").empty()) << json::serialize(ev);
+  EXPECT_EQ(json_int(ev, "exit_status"), exit_code) << json::serialize(ev);
+  EXPECT_GE(json_int(ev, "t_ms"), 0);
+  EXPECT_EQ(code, exit_code) << run->stderr_text();
+  expect_nothing_left(before);
+  EXPECT_FALSE(path_exists(spec.api_socket));
+  return ev;
 }
 
 SupervisorEnvTest::Output SupervisorEnvTest::run_supervisor(const std::vector<std::string>& args) {

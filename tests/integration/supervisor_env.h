@@ -92,6 +92,23 @@ class DelegatedCgroup {
 // The cgroup v2 path of pid ("0::" line of /proc/PID/cgroup); "" if it is gone.
 std::string cgroup_of(pid_t pid);
 
+// What must be the same on the host after a sandbox is gone.
+struct HostSnapshot {
+  std::string mountinfo;
+  std::vector<std::string> sandbox_root;
+};
+
+// A sandbox launched by the supervisor, up to `ready` and the probe's report.
+struct Running {
+  std::unique_ptr<SupervisorRun> run;
+  boost::json::object started, ready, report;
+  // The VMM's own pid (with a PID namespace, the init's child; `pgid` is then the init's).
+  pid_t vmm_pid() const;
+};
+
+// The events, one JSON line each (for failure messages).
+std::string events_text(const std::vector<boost::json::object>& events);
+
 // Base fixture: the helper's environment plus the supervisor copy (remade for each suite, as the
 // environment is).
 class SupervisorEnvTest : public HelperEnvTest {
@@ -126,6 +143,21 @@ class SupervisorEnvTest : public HelperEnvTest {
   // those come and go with whatever else runs on the machine (`ip netns add`), and no sandbox
   // makes one. Every other mount, ours or not, is kept.
   std::string host_mounts() const;
+
+  HostSnapshot snapshot() const;
+  // After the supervisor is reaped: no process of the test user, mounts and sandbox root as
+  // they were.
+  void expect_nothing_left(const HostSnapshot& before) const;
+
+  // `run` for `spec` as the test user, up to `started`, `ready` (immediate without an API
+  // socket) and the probe's report.
+  Running launch(const ProbeSpec& spec, const std::vector<std::string>& extra = {},
+                 const SpawnOptions& options = {});
+
+  // The supervisor ends with setup_failed at `step` (errno `err`) as its only event, exits
+  // with `exit_code`, and leaves nothing behind. Returns the exited event.
+  boost::json::object expect_setup_failed(const ProbeSpec& spec, const std::string& step, int err,
+                                          int exit_code = 125);
 
   // A fresh stderr file for a supervisor run.
   std::string stderr_path(const std::string& stem);

@@ -34,51 +34,12 @@ int64_t elapsed_ms(Clock::time_point since) {
   return std::chrono::duration_cast<milliseconds>(Clock::now() - since).count();
 }
 
-std::string events_text(const std::vector<json::object>& events) {
-  std::string out;
-  for (const auto& ev : events) out += json::serialize(ev) + "\n";
-  return out;
-}
-
 std::string left_processes() {
   return ::testing::PrintToString(HelperEnv::test_user_processes());
 }
 
-// What must be the same on the host after a sandbox is gone.
-struct HostSnapshot {
-  std::string mountinfo;
-  std::vector<std::string> sandbox_root;
-};
-
-// A sandbox launched by the supervisor, up to `ready` and the probe's report.
-struct Running {
-  std::unique_ptr<SupervisorRun> run;
-  json::object started, ready, report;
-  pid_t vmm_pid() const { return static_cast<pid_t>(json_int(started, "pid")); }
-};
-
 class SupervisorRunTest : public SupervisorEnvTest {
  protected:
-  HostSnapshot snapshot() { return {host_mounts(), env().sandbox_root_listing()}; }
-
-  // After the supervisor is reaped: no process of the test user, mounts and sandbox root as
-  // they were.
-  void expect_nothing_left(const HostSnapshot& before) {
-    EXPECT_TRUE(HelperEnv::wait_no_test_user_processes()) << "left: " << left_processes();
-    EXPECT_EQ(host_mounts(), before.mountinfo);
-    EXPECT_EQ(env().sandbox_root_listing(), before.sandbox_root);
-  }
-
-  Running launch(const ProbeSpec& spec, const std::vector<std::string>& extra = {},
-                 const SpawnOptions& options = {}) {
-    Running r;
-    r.run = start_run(write_spec(spec.json), extra, options);
-    r.started = r.run->expect_event("started");
-    r.ready = r.run->expect_event("ready");
-    r.report = env().wait_for_report(spec.report);
-    return r;
-  }
-
   // The started/ready facts every successful launch shares.
   void expect_started_and_ready(const Running& r, const ProbeSpec& spec) {
     EXPECT_EQ(json_str(r.started, "id"), spec.id);
@@ -141,32 +102,6 @@ class SupervisorRunTest : public SupervisorEnvTest {
     for (pid_t pid : all) EXPECT_FALSE(process_exists(pid)) << "pid " << pid << " survived";
     EXPECT_FALSE(path_exists(spec.sandbox_dir));
     EXPECT_FALSE(path_exists(spec.api_socket));
-  }
-
-  // Test 5 and 6: the supervisor ends with setup_failed at `step` (errno `err`) as its only
-  // event, exits with `exit_code`, and leaves nothing behind. Returns the exited event.
-  json::object expect_setup_failed(const ProbeSpec& spec, const std::string& step, int err,
-                                   int exit_code = 125) {
-    const HostSnapshot before = snapshot();
-    auto run = start_run(write_spec(spec.json));
-    json::object ev = run->next_event();
-    if (json_str(ev, "event") != "exited") {
-      ADD_FAILURE() << "the launch went on: " << json::serialize(ev);
-      run->terminate();
-    }
-    const int code = run->finish();
-    EXPECT_EQ(run->events().size(), 1u) << "events: " << events_text(run->events());
-    EXPECT_EQ(json_str(ev, "id"), spec.id);
-    EXPECT_EQ(json_str(ev, "outcome"), "setup_failed") << json::serialize(ev);
-    EXPECT_EQ(json_str(ev, "step"), step) << json::serialize(ev);
-    EXPECT_EQ(json_int(ev, "errno"), err) << json::serialize(ev);
-    EXPECT_FALSE(json_str(ev, "detail").empty()) << json::serialize(ev);
-    EXPECT_EQ(json_int(ev, "exit_status"), exit_code) << json::serialize(ev);
-    EXPECT_GE(json_int(ev, "t_ms"), 0);
-    EXPECT_EQ(code, exit_code) << run->stderr_text();
-    expect_nothing_left(before);
-    EXPECT_FALSE(path_exists(spec.api_socket));
-    return ev;
   }
 };
 
