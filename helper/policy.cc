@@ -64,12 +64,49 @@ std::string expand_uid(std::string_view glob, uid_t uid) {
   return out;
 }
 
+// The words of a key that takes one of a few values, for parse and format alike.
+template <typename E>
+struct Choice {
+  std::string_view name;
+  E value;
+};
+// In the order the error message lists them.
+constexpr Choice<AuditMode> kAuditChoices[] = {{"required", AuditMode::kRequired},
+                                               {"best_effort", AuditMode::kBestEffort}};
+constexpr Choice<LandlockMode> kLandlockChoices[] = {{"required", LandlockMode::kRequired},
+                                                     {"best_effort", LandlockMode::kBestEffort},
+                                                     {"off", LandlockMode::kOff}};
+constexpr Choice<JailMode> kJailChoices[] = {
+    {"off", JailMode::kOff}, {"optional", JailMode::kOptional}, {"required", JailMode::kRequired}};
+
+// Sets *out from `value`; otherwise returns "KEY must be A, B or C".
+template <typename E, size_t N>
+std::string parse_choice(std::string_view key, std::string_view value,
+                         const Choice<E> (&choices)[N], E* out) {
+  std::string names;
+  for (size_t i = 0; i < N; ++i) {
+    if (choices[i].name == value) {
+      *out = choices[i].value;
+      return {};
+    }
+    names += (i == 0 ? "" : i + 1 == N ? " or " : ", ") + std::string(choices[i].name);
+  }
+  return std::string(key) + " must be " + names;
+}
+
+template <typename E, size_t N>
+std::string_view choice_name(const Choice<E> (&choices)[N], E value) {
+  for (const auto& c : choices) {
+    if (c.value == value) return c.name;
+  }
+  return "?";
+}
+
 }  // namespace
 
 Result<Policy> parse(std::string_view text, std::string_view filename) {
   Policy p;
-  bool seen_tmpfs = false, seen_nofile = false, seen_root = false, seen_audit = false,
-       seen_landlock = false, seen_jail = false;
+  std::vector<std::string_view> seen_once;  // the single-valued keys given so far
   size_t line_no = 0;
   auto fail = [&](const std::string& why) {
     return Status(Step::kLoadPolicy, EINVAL,
@@ -90,6 +127,14 @@ Result<Policy> parse(std::string_view text, std::string_view filename) {
     std::string_view key = trim(line.substr(0, eq));
     std::string_view value = trim(line.substr(eq + 1));
     if (value.empty()) return fail("key '" + std::string(key) + "' has no value");
+    for (std::string_view once :
+         {"tmpfs_size_mb", "rlimit_nofile", "allow_root_vmm", "audit", "landlock", "jail"}) {
+      if (key != once) continue;
+      for (std::string_view seen : seen_once) {
+        if (seen == once) return fail(std::string(key) + " given twice");
+      }
+      seen_once.push_back(once);
+    }
     auto add_path = [&](std::vector<std::string>& list) -> std::string {
       if (std::string why = check_absolute_path(value); !why.empty()) return "path " + why;
       if (value == "/") return "path must not be '/'";
@@ -116,14 +161,10 @@ Result<Policy> parse(std::string_view text, std::string_view filename) {
         why = "netns glob " + why;
       }
     } else if (key == "tmpfs_size_mb") {
-      if (seen_tmpfs) return fail("tmpfs_size_mb given twice");
-      seen_tmpfs = true;
       if (!parse_u64(value, 1, kMaxTmpfsSizeMb, &p.tmpfs_size_mb)) {
         why = "tmpfs_size_mb must be an integer in 1..65536";
       }
     } else if (key == "rlimit_nofile") {
-      if (seen_nofile) return fail("rlimit_nofile given twice");
-      seen_nofile = true;
       uint64_t v;
       if (!parse_u64(value, 16, kMaxRlimitNofile, &v)) {
         why = "rlimit_nofile must be an integer in 16..1048576";
@@ -131,21 +172,13 @@ Result<Policy> parse(std::string_view text, std::string_view filename) {
         p.rlimit_nofile = v;
       }
     } else if (key == "allow_root_vmm") {
-      if (seen_root) return fail("allow_root_vmm given twice");
-      seen_root = true;
       if (value == "true") {
         p.allow_root_vmm = true;
       } else if (value != "false") {
         why = "allow_root_vmm must be true or false";
       }
     } else if (key == "audit") {
-      if (seen_audit) return fail("audit given twice");
-      seen_audit = true;
-      if (value == "required") {
-        p.audit = AuditMode::kRequired;
-      } else if (value != "best_effort") {
-        why = "audit must be required or best_effort";
-      }
+      why = parse_choice(key, value, kAuditChoices, &p.audit);
     } else if (key == "device") {
       std::string_view rest;
       if (!path_relative_to("/dev", value, &rest) || rest.empty()) {
@@ -156,25 +189,9 @@ Result<Policy> parse(std::string_view text, std::string_view filename) {
     } else if (key == "read_only") {
       why = add_path(p.read_only);
     } else if (key == "jail") {
-      if (seen_jail) return fail("jail given twice");
-      seen_jail = true;
-      if (value == "required") {
-        p.jail = JailMode::kRequired;
-      } else if (value == "off") {
-        p.jail = JailMode::kOff;
-      } else if (value != "optional") {
-        why = "jail must be off, optional or required";
-      }
+      why = parse_choice(key, value, kJailChoices, &p.jail);
     } else if (key == "landlock") {
-      if (seen_landlock) return fail("landlock given twice");
-      seen_landlock = true;
-      if (value == "required") {
-        p.landlock = LandlockMode::kRequired;
-      } else if (value == "off") {
-        p.landlock = LandlockMode::kOff;
-      } else if (value != "best_effort") {
-        why = "landlock must be required, best_effort or off";
-      }
+      why = parse_choice(key, value, kLandlockChoices, &p.landlock);
     } else {
       why = "unknown key '" + std::string(key) + "'";
     }
@@ -227,20 +244,11 @@ std::string format(const Policy& p) {
   out += "tmpfs_size_mb = " + std::to_string(p.tmpfs_size_mb) + "\n";
   if (p.rlimit_nofile) out += "rlimit_nofile = " + std::to_string(*p.rlimit_nofile) + "\n";
   out += std::string("allow_root_vmm = ") + (p.allow_root_vmm ? "true" : "false") + "\n";
-  out += std::string("audit = ") + (p.audit == AuditMode::kRequired ? "required" : "best_effort") +
-         "\n";
+  out += "audit = " + std::string(choice_name(kAuditChoices, p.audit)) + "\n";
   for (const auto& v : p.devices) out += "device = " + v + "\n";
   for (const auto& v : p.read_only) out += "read_only = " + v + "\n";
-  out += std::string("landlock = ") +
-         (p.landlock == LandlockMode::kRequired ? "required"
-          : p.landlock == LandlockMode::kOff    ? "off"
-                                                : "best_effort") +
-         "\n";
-  out += std::string("jail = ") +
-         (p.jail == JailMode::kRequired ? "required"
-          : p.jail == JailMode::kOff    ? "off"
-                                        : "optional") +
-         "\n";
+  out += "landlock = " + std::string(choice_name(kLandlockChoices, p.landlock)) + "\n";
+  out += "jail = " + std::string(choice_name(kJailChoices, p.jail)) + "\n";
   return out;
 }
 
