@@ -5,7 +5,9 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
+#include <fstream>
 #include <memory>
 
 #include "common/names.h"
@@ -478,6 +480,20 @@ Result<Message> decode(std::span<const uint8_t> bytes, Step step) {
       return Message(StartedAck{});
   }
   return bad(step, EPROTO, "unknown message type " + std::to_string(type));
+}
+
+pid_t pid_of_pidfd(int pidfd) {
+  std::ifstream in("/proc/self/fdinfo/" + std::to_string(pidfd));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Pid:", 0) != 0) continue;
+    long pid = -1;
+    std::string_view rest = std::string_view(line).substr(4);
+    while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t')) rest.remove_prefix(1);
+    auto [ptr, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), pid);
+    return ec == std::errc() ? static_cast<pid_t>(pid) : -1;
+  }
+  return -1;
 }
 
 Status send_datagram(int sock, std::span<const uint8_t> bytes, std::span<const int> fds,

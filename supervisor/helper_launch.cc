@@ -128,22 +128,6 @@ int spawn_helper_into_cgroup(const std::string& helper_path, int helper_end, Std
   return 0;
 }
 
-// The pid a pidfd refers to, in this process's PID namespace (the "Pid:" line of its fdinfo).
-pid_t pid_of_pidfd(int pidfd) {
-  std::ifstream in("/proc/self/fdinfo/" + std::to_string(pidfd));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("Pid:", 0) == 0) {
-      try {
-        return static_cast<pid_t>(std::stol(line.substr(4)));
-      } catch (const std::exception&) {
-        return -1;
-      }
-    }
-  }
-  return -1;
-}
-
 SetupFailure failure(std::string step, int err, std::string detail) {
   return SetupFailure{std::move(step), err, std::move(detail), 125};
 }
@@ -236,7 +220,7 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
         out.failure = failure("control_socket", EPROTO, "unexpected VMM_STARTED");
         break;
       }
-      out.reported_pid = pid_of_pidfd(d.value().fds[0].get());
+      out.reported_pid = protocol::pid_of_pidfd(d.value().fds[0].get());
       // The init holds the VMM unreaped until this ack, so the pid read above is its own.
       (void)protocol::send_datagram(ours.get(), protocol::encode(protocol::StartedAck{}), {},
                                     Step::kReadRequest);

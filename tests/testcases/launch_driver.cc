@@ -203,13 +203,7 @@ int main(int argc, char** argv) {
     }
     if (std::holds_alternative<protocol::VmmStarted>(msg.value())) {
       // PID namespace: the init executed the VMM; its pidfd names the VMM's pid as seen here.
-      if (d.value().fds.size() == 1) {
-        std::ifstream info("/proc/self/fdinfo/" + std::to_string(d.value().fds[0].get()));
-        std::string line;
-        while (std::getline(info, line)) {
-          if (line.rfind("Pid:", 0) == 0) vmm_pid = std::atoi(line.c_str() + 4);
-        }
-      }
+      if (d.value().fds.size() == 1) vmm_pid = protocol::pid_of_pidfd(d.value().fds[0].get());
       started = true;
       (void)protocol::send_datagram(ours.get(), protocol::encode(protocol::StartedAck{}), {},
                                     sbx::Step::kReadRequest);
