@@ -112,6 +112,14 @@ namespace {
 // their drivers offer anyone; Landlock denies device ioctls on them).
 constexpr const char* kBasicDevices[] = {"null", "zero", "full", "random", "urandom"};
 
+// /dev/null, zero, full, random or urandom: bound into every jail already.
+bool is_basic_device(std::string_view path) {
+  for (const char* name : kBasicDevices) {
+    if (path == std::string("/dev/") + name) return true;
+  }
+  return false;
+}
+
 Status bind_basic_devices(JailDirs& dirs) {
   UniqueFd dev(paths::open_no_symlinks(AT_FDCWD, "/dev", O_PATH | O_DIRECTORY, false));
   if (!dev) return fail(Step::kBuildJail, errno, "open /dev");
@@ -158,13 +166,6 @@ Status recreate_usr_links(int root, const std::vector<std::string>& read_only_pa
 
 }  // namespace
 
-bool is_basic_device(std::string_view path) {
-  for (const char* name : kBasicDevices) {
-    if (path == std::string("/dev/") + name) return true;
-  }
-  return false;
-}
-
 Result<UniqueFd> enter(const std::vector<Entry>& entries,
                        const std::vector<std::string>& read_only_paths, const std::string& cwd) {
   // Nested entries would need a mountpoint inside another bind, that is on a host
@@ -205,6 +206,7 @@ Result<UniqueFd> enter(const std::vector<Entry>& entries,
   JailDirs dirs(root.get());
   if (Status s = bind_basic_devices(dirs); !s.ok()) return s;
   for (const Entry& e : entries) {
+    if (is_basic_device(e.path)) continue;
     struct stat st;
     if (fstat(e.fd, &st) != 0) return fail(Step::kBuildJail, errno, "fstat " + e.path);
     if (Status s = bind_at(dirs, e.path, e.fd, S_ISDIR(st.st_mode), e.attributes); !s.ok()) {

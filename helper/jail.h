@@ -32,11 +32,9 @@ inline constexpr uint64_t kImageReadOnly = kReadOnly | MOUNT_ATTR_NOEXEC;
 // Device nodes are neither executed nor set-id: their binds keep the source mount's flags.
 inline constexpr uint64_t kDevice = 0;
 
-// /dev/null, zero, full, random and urandom: bound into every jail.
-bool is_basic_device(std::string_view path);
-
 // Builds the jail from `entries` (no entry may lie inside another: refused, step build_jail,
-// EINVAL) plus /dev/{null,zero,full,random,urandom} and an empty /proc; recreates the host's
+// EINVAL) plus /dev/{null,zero,full,random,urandom} (an entry naming one of them is that
+// node, bound once) and an empty /proc; recreates the host's
 // top-level merged-/usr links
 // (/lib -> usr/lib and the like) whose targets a read-only entry covers, so a dynamically
 // linked VMM finds its loader; makes the root read-only and pivots into it. `read_only_paths`

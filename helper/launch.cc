@@ -198,11 +198,7 @@ std::vector<jail::Entry> jail_entries(const protocol::LaunchRequest& req,
           {files.api_socket_dir->path, files.api_socket_dir->fd.get(), jail::kReadWrite});
     }
   }
-  for (const auto& o : files.devices) {
-    // The basic nodes are in every jail already.
-    if (jail::is_basic_device(o.path)) continue;
-    entries.push_back({o.path, o.fd.get(), jail::kDevice});
-  }
+  for (const auto& o : files.devices) entries.push_back({o.path, o.fd.get(), jail::kDevice});
   return entries;
 }
 
