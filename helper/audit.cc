@@ -193,31 +193,7 @@ void Trail::open() {
   (void)setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
 }
 
-void Trail::expect_parent_verdict(UniqueFd verdict) {
-  verdict_ = std::move(verdict);
-}
-
-Status Trail::parent_verdict() {
-  if (!verdict_) return parent_verdict_;
-  int err = 0;
-  ssize_t n;
-  do {
-    n = read(verdict_.get(), &err, sizeof(err));
-  } while (n < 0 && errno == EINTR);
-  verdict_.reset();
-  if (n != static_cast<ssize_t>(sizeof(err))) {
-    parent_verdict_ = Status(Step::kWriteAudit, n < 0 ? errno : EPIPE,
-                             "the helper's parent passed no verdict on the audit record");
-  } else if (err != 0) {
-    parent_verdict_ = Status(Step::kWriteAudit, err,
-                             "the kernel did not take the audit record and the policy has "
-                             "audit = required");
-  }
-  return parent_verdict_;
-}
-
 Status Trail::send(const std::vector<Record>& records) {
-  if (verdict_) (void)parent_verdict();  // the parent is done with the socket
   open();
   if (!fd_) return Status(Step::kWriteAudit, unusable_errno_, "no audit socket");
   if (records.empty()) return {};

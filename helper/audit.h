@@ -66,15 +66,6 @@ class Trail {
   // send(), and the whole set to syslog when any record was not taken.
   void write(const std::vector<Record>& records);
 
-  // The PID-namespace child's side: the helper's parent writes the launch's record set (it
-  // knows the child's pid as the supervisor sees it) and passes its verdict on `verdict`. Until
-  // the verdict is read, this child sends nothing on the socket both share.
-  void expect_parent_verdict(UniqueFd verdict);
-
-  // The parent's verdict, read once (blocking; the parent writes it right after the fork):
-  // ok, or the write_audit failure that refuses the launch (`audit = required`).
-  Status parent_verdict();
-
   // Closes the socket. Call before the capability drop: the kernel checks CAP_AUDIT_WRITE at
   // every send, so the socket is of no use after it, and the fd must be gone before the
   // passed fds are placed.
@@ -85,8 +76,6 @@ class Trail {
   bool opened_ = false;     // open() ran (or close() did): it never opens a socket again
   int unusable_errno_ = 0;  // why there is no socket, once opened_ and fd_ is empty
   uint32_t seq_ = 0;
-  UniqueFd verdict_;       // set by expect_parent_verdict until read
-  Status parent_verdict_;  // what it said
 };
 
 }  // namespace sbx::audit

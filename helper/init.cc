@@ -96,7 +96,8 @@ void wait_for_ack(int control_fd) {
 
 }  // namespace
 
-Status run(int control_fd, const exec::ExecPlan& plan, const std::string& vmm) {
+Status run(int control_fd, const exec::ExecPlan& plan, const std::string& vmm,
+           std::span<const std::vector<uint8_t>> first) {
   sigset_t forwarded, previous;
   sigemptyset(&forwarded);
   for (int sig : kForwarded) sigaddset(&forwarded, sig);
@@ -122,6 +123,7 @@ Status run(int control_fd, const exec::ExecPlan& plan, const std::string& vmm) {
     sigprocmask(SIG_SETMASK, &previous, nullptr);
     return Status(Step::kForkVmm, err, "vfork the VMM");
   }
+  for (const auto& message : first) send_message(control_fd, message, -1);
   if (exec_errno != 0) {
     const int err = exec_errno;
     int status;

@@ -7,7 +7,10 @@
 // has no handler for, and the supervisor would see the init's status instead of the VMM's.
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "helper/exec.h"
@@ -22,6 +25,9 @@ namespace sbx::init {
 // Preconditions: pid 1 of the new PID namespace, single-threaded, every confinement layer
 // applied, the passed fds at their targets, `control_fd` the control socket.
 // Returns only when the VMM cannot be started at all (step fork_vmm).
-Status run(int control_fd, const exec::ExecPlan& plan, const std::string& vmm);
+// `first` are sent (in order, no fds) once the exec happened or failed, ahead of VMM_STARTED or
+// ERROR: the pid report and the confinement report, off the VMM's way.
+Status run(int control_fd, const exec::ExecPlan& plan, const std::string& vmm,
+           std::span<const std::vector<uint8_t>> first);
 
 }  // namespace sbx::init

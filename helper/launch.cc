@@ -2,10 +2,10 @@
 #include "helper/launch.h"
 
 #include <fcntl.h>
-#include <linux/sched.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -88,7 +88,7 @@ Status unshare_namespaces(bool pid_namespace) {
 // the sandbox dir, the API socket's dir and files.read_write (read-write, no exec), the images
 // (rootfs.ext4 read-write, the others read-only), files.read_only (read, exec for the dynamic
 // loader), files.devices (with ioctls), the basic /dev nodes and /proc. The supervisor learns
-// the ABI applied from the CONFINEMENT message.
+// the ABI applied from the CONFINEMENT message (confinement_report).
 Status apply_landlock(int abi, const protocol::LaunchRequest& req, validate::OpenedFiles& files,
                       int vmm_fd, int sandbox_fd) {
   std::vector<landlock::Rule> rules;
@@ -113,9 +113,7 @@ Status apply_landlock(int abi, const protocol::LaunchRequest& req, validate::Ope
     }
     if (Status st = landlock::add_runtime_paths(rules, req.jail); !st.ok()) return st;
   }
-  if (Status st = landlock::apply(abi, req.files, rules); !st.ok()) return st;
-  auto bytes = protocol::encode(protocol::ConfinementReport{static_cast<uint32_t>(abi)});
-  return protocol::send_datagram(fds::kControlFd, bytes, {}, Step::kLandlock);
+  return landlock::apply(abi, req.files, rules);
 }
 
 Status chdir_sandbox(int dir_fd) {
@@ -134,7 +132,7 @@ Status record_launch(audit::Trail& trail, const protocol::LaunchRequest& req, pi
   Status sent = trail.send(records);
   trail.close();
   if (sent.ok()) return {};
-  // Refused: syslog then gets the refusal's set (from run()), not this one for a launch that
+  // Refused: syslog then gets the refusal's set (from refuse()), not this one for a launch that
   // does not happen.
   if (mode == policy::AuditMode::kRequired) {
     return Status(sent.step(), sent.err(), sent.detail() + " and the policy has audit = required");
@@ -143,40 +141,88 @@ Status record_launch(audit::Trail& trail, const protocol::LaunchRequest& req, pi
   return {};
 }
 
-// The one fork of a PID-namespace launch. The child (pid 1 of the new namespace) is made a
-// child of the supervisor (CLONE_PARENT), so the supervisor reaps it and its PDEATHSIG follows
-// the supervisor. This process writes the launch's audit record set (it knows the child's pid
-// as the supervisor sees it), passes the child its verdict through a pipe, reports the child's
-// pid and exits: the record is written while the child goes on, off its path. Returns in the
-// child only; its trail then waits for the parent's verdict before it sends anything.
-Status fork_into_pid_namespace(const Caller& caller, audit::Trail& trail,
-                               const protocol::LaunchRequest& req, policy::AuditMode mode,
-                               int landlock_abi) {
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    return Status(Step::kForkPidNamespace, errno, "pipe for the audit verdict");
+// A launch that failed: its refusal records (whatever the policy's audit mode: they change
+// nothing about the outcome), then ERROR and the exit.
+[[noreturn]] void refuse(audit::Trail& trail, const std::optional<protocol::LaunchRequest>& seen,
+                         const Status& st) {
+  trail.write(audit::records_for(seen ? &*seen : nullptr, st, -1, -1));
+  fail(st);
+}
+
+// Pid 1 of the new PID namespace, started without copying this process: clone(CLONE_VM) on a
+// stack of its own, so the child shares every page already mapped here and takes neither the
+// page-table copy of a fork nor a copy-on-write fault per page it writes (about 13 us each on
+// a slow-faulting host). The child is made a child of the supervisor (CLONE_PARENT): the
+// supervisor reaps it and its PDEATHSIG follows the supervisor. This process then exits at
+// once, running no code that touches memory the child uses: every signal is blocked across
+// the clone (no handler can run on the way out), the kernel writes the child's pid for it
+// (CLONE_PARENT_SETTID), and the exit clears no tid word (set_tid_address(NULL)).
+class Pid1 {
+ public:
+  using Body = Status (*)(void* context, pid_t host_pid);
+
+  // Runs body(context, pid) in the child, with the pid the supervisor sees; when it returns
+  // (a failure) the child refuses: PID_REPORT, refusal records, ERROR, exit. Returns only when there is
+  // no child (step fork_pid_namespace); the parent never returns once there is one.
+  static Status start(Body body, void* context, audit::Trail& trail,
+                      const std::optional<protocol::LaunchRequest>& seen) {
+    // The child's stack: a mapping of its own with a guard page below it. It is never
+    // unmapped: the child uses it until it exits.
+    constexpr size_t kStack = 256 * 1024, kGuard = 4096;
+    void* base = mmap(nullptr, kStack + kGuard, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) return Status(Step::kForkPidNamespace, errno, "mmap pid 1's stack");
+    if (mprotect(base, kGuard, PROT_NONE) != 0) {
+      return Status(Step::kForkPidNamespace, errno, "guard page under pid 1's stack");
+    }
+    Pid1 start{body, context, &trail, &seen};
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &start.mask_);
+    int pid = clone(&Pid1::entry, static_cast<char*>(base) + kGuard + kStack,
+                    CLONE_VM | CLONE_PARENT | CLONE_PARENT_SETTID, &start, &start.pid_);
+    if (pid < 0) {
+      const int err = errno;
+      sigprocmask(SIG_SETMASK, &start.mask_, nullptr);
+      return Status(Step::kForkPidNamespace, err, "clone into the PID namespace");
+    }
+    // The child reports its own pid (PID_REPORT) and everything after. syscall() touches only
+    // this process's own stack, and errno only on failure.
+    syscall(SYS_set_tid_address, nullptr);
+    for (;;) syscall(SYS_exit, 0);
   }
-  UniqueFd verdict_in(pipe_fds[0]), verdict_out(pipe_fds[1]);
-  // The child holds its end until the VMM starts: above every passed-fd target number.
-  if (Status st = fds::lift_above_targets(verdict_in); !st.ok()) return st;
-  clone_args args{};
-  args.flags = CLONE_PARENT;
-  long pid = syscall(SYS_clone3, &args, sizeof(args));
-  if (pid < 0) return Status(Step::kForkPidNamespace, errno, "clone3 into the PID namespace");
-  if (pid > 0) {
-    const pid_t child = static_cast<pid_t>(pid);
-    Status recorded = record_launch(trail, req, child, mode, landlock_abi);
-    const int err = recorded.ok() ? 0 : (recorded.err() != 0 ? recorded.err() : EIO);
-    (void)!write(verdict_out.get(), &err, sizeof(err));  // if this fails the child refuses
-    auto bytes = protocol::encode(protocol::PidReport{child});
-    Status sent = protocol::send_datagram(fds::kControlFd, bytes, {}, Step::kForkPidNamespace);
-    _exit(sent.ok() ? 0 : 125);
+
+ private:
+  Pid1(Body body, void* context, audit::Trail* trail,
+       const std::optional<protocol::LaunchRequest>* seen)
+      : body_(body), context_(context), trail_(trail), seen_(seen) {}
+
+  static int entry(void* arg) {
+    auto* self = static_cast<Pid1*>(arg);
+    sigprocmask(SIG_SETMASK, &self->mask_, nullptr);
+    Status st = self->body_(self->context_, self->pid_);
+    // The body returns only on a failure before the VMM's start, with nothing sent yet: the
+    // supervisor learns this process's pid (to reap it) ahead of the ERROR.
+    (void)protocol::send_datagram(fds::kControlFd,
+                                  protocol::encode(protocol::PidReport{self->pid_}), {},
+                                  Step::kForkPidNamespace);
+    refuse(*self->trail_, *self->seen_, st);
   }
-  verdict_out.reset();
-  trail.expect_parent_verdict(std::move(verdict_in));
-  if (setsid() < 0) return Status(Step::kSetsid, errno, "setsid in the PID namespace");
-  if (Status st = arm_parent_death_signal(caller, true); !st.ok()) return st;
-  return {};
+
+  Body body_;
+  void* context_;
+  audit::Trail* trail_;
+  const std::optional<protocol::LaunchRequest>* seen_;
+  pid_t pid_ = 0;  // written by the kernel before the child runs
+  sigset_t mask_;
+};
+
+// Pid1::start for a callable: body(pid) runs in the child.
+template <typename F>
+Status start_pid1(F& body, audit::Trail& trail,
+                  const std::optional<protocol::LaunchRequest>& seen) {
+  return Pid1::start([](void* f, pid_t pid) { return (*static_cast<F*>(f))(pid); }, &body, trail,
+                     seen);
 }
 
 // The jail's entries: the sandbox dir, the images, files.read_only, files.read_write and the
@@ -274,57 +320,64 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
     if (!cwd.ok()) return cwd.status();
     jail_cwd = cwd.take();
   }
-  // 8c. The one fork into the PID namespace, as late as it can be: every page the child writes
-  // afterwards costs it a copy-on-write fault. The child is pid 1 and goes on; it mounts the
-  // namespace's /proc (a procfs shows the PID namespace of the process that mounts it).
-  if (req.pid_namespace) {
-    if (Status st =
-            fork_into_pid_namespace(caller, trail, req, policy.value().audit, landlock_abi.value());
+  // 9. and 10., in the process that becomes the VMM, or (with a PID namespace) in its init:
+  // limits; the audit record while CAP_AUDIT_WRITE is held; then privilege goes:
+  // capabilities, no_new_privs, the syscall filter, and the Landlock layer inside it. Then
+  // cwd, the exact fd set, and the exec from the fd checked in step 1. The helper's own fds
+  // move above every number the caller may name first, so no passed fd can take their place.
+  auto confine_and_start = [&](mounts::SandboxDir& sandbox, pid_t pid) -> Status {
+    if (Status st = set_rlimits(policy.value()); !st.ok()) return st;
+    if (Status st = record_launch(trail, req, pid, policy.value().audit, landlock_abi.value());
         !st.ok()) {
       return st;
     }
-    if (Status st = req.jail ? jail::mount_proc() : mounts::mount_proc(); !st.ok()) return st;
-  }
-  // 9. Limits; the audit record while CAP_AUDIT_WRITE is held; then privilege goes:
-  // capabilities, no_new_privs, the syscall filter, and the Landlock layer inside it.
-  if (Status st = set_rlimits(policy.value()); !st.ok()) return st;
-  if (req.pid_namespace) {
-    // The parent writes the record; its verdict is taken just before the VMM starts, so this
-    // process does not wait for it on the way. Past the drop the socket is of no use here.
-    trail.close();
-  } else if (Status st =
-                 record_launch(trail, req, vm_pid, policy.value().audit, landlock_abi.value());
-             !st.ok()) {
-    return st;
-  }
-  if (Status st = caps::drop_all(); !st.ok()) return st;
-  if (Status st = caps::set_no_new_privs(); !st.ok()) return st;
-  if (Status st = seccomp::install_vmm_filter(); !st.ok()) return st;
-  if (Status st = apply_landlock(landlock_abi.value(), req, files.value(), vmm.value().fd.get(),
-                                 dir.value().mount_fd());
-      !st.ok()) {
-    return st;
-  }
-  // 10. cwd, the exact fd set, exec from the fd checked in step 1. The helper's own fds move
-  // above every number the caller may name first, so no passed fd can take their place.
-  if (Status st = chdir_sandbox(jail_cwd ? jail_cwd.get() : dir.value().mount_fd()); !st.ok()) {
-    return st;
-  }
-  jail_cwd.reset();
-  if (Status st = fds::lift_above_targets(vmm.value().fd); !st.ok()) return st;
-  if (Status st = dir.value().lift_fds(); !st.ok()) return st;
-  if (Status st = fds::prepare_exec_fds(dgram.value().fds, req.pass_fd_targets); !st.ok()) {
-    return st;
-  }
-  // With a PID namespace this process stays as its init; the VMM is its child. No VMM runs
-  // without the parent's verdict on the audit record.
-  if (req.pid_namespace) {
-    if (Status st = trail.parent_verdict(); !st.ok()) return st;
+    if (Status st = caps::drop_all(); !st.ok()) return st;
+    if (Status st = caps::set_no_new_privs(); !st.ok()) return st;
+    if (Status st = seccomp::install_vmm_filter(); !st.ok()) return st;
+    if (Status st = apply_landlock(landlock_abi.value(), req, files.value(), vmm.value().fd.get(),
+                                   sandbox.mount_fd());
+        !st.ok()) {
+      return st;
+    }
+    auto confinement =
+        protocol::encode(protocol::ConfinementReport{static_cast<uint32_t>(landlock_abi.value())});
+    if (Status st = chdir_sandbox(jail_cwd ? jail_cwd.get() : sandbox.mount_fd()); !st.ok()) {
+      return st;
+    }
+    jail_cwd.reset();
+    if (Status st = fds::lift_above_targets(vmm.value().fd); !st.ok()) return st;
+    if (Status st = sandbox.lift_fds(); !st.ok()) return st;
+    if (Status st = fds::prepare_exec_fds(dgram.value().fds, req.pass_fd_targets); !st.ok()) {
+      return st;
+    }
+    if (!req.pid_namespace) {
+      if (Status st =
+              protocol::send_datagram(fds::kControlFd, confinement, {}, Step::kLandlock);
+          !st.ok()) {
+        return st;
+      }
+      return exec::exec_vmm(vmm.value(), req);
+    }
+    // The init stays; the VMM is its child. PID_REPORT and CONFINEMENT go once the VMM runs:
+    // every message wakes the supervisor, and none of them is on the VMM's way.
     auto plan = exec::prepare_exec(vmm.value(), req);
     if (!plan.ok()) return plan.status();
-    return init::run(fds::kControlFd, plan.value(), req.vmm);
-  }
-  return exec::exec_vmm(vmm.value(), req);
+    const std::vector<uint8_t> first[] = {protocol::encode(protocol::PidReport{pid}),
+                                          std::move(confinement)};
+    return init::run(fds::kControlFd, plan.value(), req.vmm, first);
+  };
+  if (!req.pid_namespace) return confine_and_start(dir.value(), vm_pid);
+  // 8c. Pid 1 of the PID namespace, started as late as it can be. It mounts the namespace's
+  // /proc (a procfs shows the PID namespace of the process that mounts it); the audit record
+  // names it. Its PID_REPORT goes with the VMM's start, or before its ERROR.
+  auto pid1 = [&](pid_t host_pid) -> Status {
+    mounts::SandboxDir sandbox = std::move(dir.value());  // undone by this process on failure
+    if (setsid() < 0) return Status(Step::kSetsid, errno, "setsid in the PID namespace");
+    if (Status st = arm_parent_death_signal(caller, true); !st.ok()) return st;
+    if (Status st = req.jail ? jail::mount_proc() : mounts::mount_proc(); !st.ok()) return st;
+    return confine_and_start(sandbox, host_pid);
+  };
+  return start_pid1(pid1, trail, seen);
 }
 
 // Discards what the caller sent and nobody read (the request, when the failure comes before
@@ -354,11 +407,9 @@ void run(const std::string& policy_path, pid_t parent_at_entry) {
   Caller caller{getuid(), getgid(), parent_at_entry};
   audit::Trail trail;
   std::optional<protocol::LaunchRequest> seen;
-  // launch_sequence returns only on failure, after its locals have undone what they can. The
-  // refusal is recorded whatever the policy's audit mode: it changes nothing about the outcome.
-  Status st = launch_sequence(policy_path, caller, trail, seen);
-  trail.write(audit::records_for(seen ? &*seen : nullptr, st, -1, -1));
-  fail(st);
+  // launch_sequence returns only on failure, after its locals have undone what they can (in a
+  // PID namespace, pid 1 refuses by itself).
+  refuse(trail, seen, launch_sequence(policy_path, caller, trail, seen));
 }
 
 }  // namespace sbx::launch
