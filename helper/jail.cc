@@ -60,10 +60,10 @@ class JailDirs {
   std::vector<std::pair<std::string, UniqueFd>> made_;
 };
 
-// Binds `source_fd` (a directory when `is_dir`) at `path` inside the jail, on an empty
-// directory or file made for it first.
-Status bind_at(JailDirs& dirs, const std::string& path, int source_fd, bool is_dir,
-               uint64_t attributes) {
+// Attaches `clone` (a detached clone of a mount, a directory when `is_dir`) at `path` inside
+// the jail, on an empty directory or file made for it first, with `attributes` set.
+Status attach_at(JailDirs& dirs, const std::string& path, const UniqueFd& clone, bool is_dir,
+                 uint64_t attributes) {
   std::string_view parent_rel = path_dirname(path) == "/" ? "" : path_dirname(path).substr(1);
   std::string name(path_basename(path));
   auto parent = dirs.open(parent_rel);
@@ -72,9 +72,6 @@ Status bind_at(JailDirs& dirs, const std::string& path, int source_fd, bool is_d
              : mknodat(parent.value(), name.c_str(), S_IFREG | 0600, 0)) {
     return fail(Step::kBuildJail, errno, "make the mountpoint " + path + " in the jail");
   }
-  UniqueFd clone(static_cast<int>(
-      syscall(SYS_open_tree, source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)));
-  if (!clone) return fail(Step::kBuildJail, errno, "open_tree (clone) " + path);
   mount_attr attr{};
   attr.attr_set = attributes;
   if (attributes != 0 &&
@@ -85,6 +82,16 @@ Status bind_at(JailDirs& dirs, const std::string& path, int source_fd, bool is_d
     return fail(Step::kBuildJail, errno, "move_mount the bind of " + path);
   }
   return {};
+}
+
+// Binds `source_fd` (a directory when `is_dir`) at `path` inside the jail: a clone of exactly
+// the checked fd, attached as above.
+Status bind_at(JailDirs& dirs, const std::string& path, int source_fd, bool is_dir,
+               uint64_t attributes) {
+  UniqueFd clone(static_cast<int>(
+      syscall(SYS_open_tree, source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)));
+  if (!clone) return fail(Step::kBuildJail, errno, "open_tree (clone) " + path);
+  return attach_at(dirs, path, clone, is_dir, attributes);
 }
 
 }  // namespace
@@ -124,14 +131,16 @@ Status bind_basic_devices(JailDirs& dirs) {
   UniqueFd dev(paths::open_no_symlinks(AT_FDCWD, "/dev", O_PATH | O_DIRECTORY, false));
   if (!dev) return fail(Step::kBuildJail, errno, "open /dev");
   for (const char* name : kBasicDevices) {
-    UniqueFd node(paths::open_no_symlinks(dev.get(), name, O_PATH, true));
+    // One call clones the node's mount: the name is one fixed component of the /dev opened
+    // above, and a symlink there is not followed (it is then refused: not a char device).
+    UniqueFd clone(static_cast<int>(syscall(
+        SYS_open_tree, dev.get(), name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW)));
     struct stat st;
-    if (!node || fstat(node.get(), &st) != 0 || !S_ISCHR(st.st_mode)) {
-      return fail(Step::kBuildJail, node ? ENODEV : errno,
+    if (!clone || fstat(clone.get(), &st) != 0 || !S_ISCHR(st.st_mode)) {
+      return fail(Step::kBuildJail, clone ? ENODEV : errno,
                   std::string("/dev/") + name + " is not a character device");
     }
-    if (Status s = bind_at(dirs, std::string("/dev/") + name, node.get(), false, kDevice);
-        !s.ok()) {
+    if (Status s = attach_at(dirs, std::string("/dev/") + name, clone, false, kDevice); !s.ok()) {
       return s;
     }
   }
