@@ -2,7 +2,6 @@
 #include "helper/audit.h"
 
 #include <fcntl.h>
-#include <libaudit.h>
 #include <linux/netlink.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -10,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include "helper/seccomp.h"
@@ -20,16 +20,30 @@ namespace {
 constexpr int kAckTimeoutMs = 1000;
 
 // Bytes that would let a value end its field (space, quotes, '=') or its line, or confuse a
-// reader (backslash, control and non-ASCII bytes), force the hex form. libaudit's own test
-// covers quotes, controls, space and DEL (and non-ASCII, as char is signed).
+// reader (backslash, control and non-ASCII bytes), force the hex form: what libaudit's
+// audit_value_needs_encoding() tests (quotes, controls, space, DEL and, as its char is
+// signed, every non-ASCII byte), plus ', = and \ (tests/unit/audit_record_test.cc compares).
 bool needs_hex(std::string_view value) {
-  if (audit_value_needs_encoding(value.data(), static_cast<unsigned>(value.size())) != 0) {
-    return true;
-  }
   for (char c : value) {
-    if (c == '\'' || c == '=' || c == '\\' || static_cast<unsigned char>(c) >= 0x7f) return true;
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= 0x20 || byte >= 0x7f || c == '"' || c == '\'' || c == '=' || c == '\\') {
+      return true;
+    }
   }
   return false;
+}
+
+// A decimal number from a /proc/self file (loginuid, sessionid), or `fallback`: the values
+// libaudit's audit_getloginuid() and audit_get_session() give when the file cannot be read.
+unsigned read_proc_self_number(const char* path, unsigned fallback) {
+  UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return fallback;
+  char buf[16];
+  ssize_t n = read(fd.get(), buf, sizeof(buf));
+  if (n <= 0) return fallback;
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(buf, buf + n, value);
+  return ec == std::errc() && end != buf ? value : fallback;
 }
 
 std::string result_text(const Status& outcome) {
@@ -37,7 +51,7 @@ std::string result_text(const Status& outcome) {
 }
 
 const char* type_name(int type) {
-  return type == AUDIT_VIRT_CONTROL ? "VIRT_CONTROL" : "VIRT_RESOURCE";
+  return type == kVirtControl ? "VIRT_CONTROL" : "VIRT_RESOURCE";
 }
 
 // libaudit's audit_log_user_message() would append its own exe= (the helper) and res=, giving
@@ -121,8 +135,8 @@ void write_to_syslog(const std::vector<Record>& records) {
   openlog("sbx-nsexec", LOG_PID | LOG_NDELAY, LOG_AUTHPRIV);
   const pid_t pid = getpid();
   const unsigned uid = getuid();
-  const unsigned auid = audit_getloginuid();
-  const unsigned ses = audit_get_session();
+  const unsigned auid = read_proc_self_number("/proc/self/loginuid", ~0U);
+  const unsigned ses = read_proc_self_number("/proc/self/sessionid", ~1U);
   for (const Record& r : records) {
     int priority = r.text.ends_with("res=failed") ? LOG_WARNING : LOG_NOTICE;
     syslog(priority, "type=%s pid=%d uid=%u auid=%u ses=%u msg='%s'", type_name(r.type), pid, uid,
@@ -137,7 +151,12 @@ std::string encode_field(std::string_view name, std::string_view value, size_t m
   out += '=';
   if (!needs_hex(value)) return out + '"' + std::string(value) + '"';
   std::string hex(value.size() * 2 + 1, '\0');
-  audit_encode_value(hex.data(), value.data(), static_cast<unsigned>(value.size()));
+  static constexpr char kHexDigits[] = "0123456789ABCDEF";  // as audit_encode_value()
+  for (size_t i = 0; i < value.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(value[i]);
+    hex[2 * i] = kHexDigits[byte >> 4];
+    hex[2 * i + 1] = kHexDigits[byte & 0xf];
+  }
   hex.resize(value.size() * 2);
   return out + hex;
 }
@@ -152,15 +171,15 @@ std::vector<Record> records_for(const protocol::LaunchRequest* request, const St
     const std::string head = "virt=sbx resrc=";
     const std::string reason = " reason=start " + vm;
     if (request->netns) {
-      out.push_back({AUDIT_VIRT_RESOURCE,
+      out.push_back({kVirtResource,
                      head + "netns" + reason + " old-netns=? " +
                          encode_field("new-netns", *request->netns, kMaxNameBytes) + " " + res});
     }
-    out.push_back({AUDIT_VIRT_RESOURCE,
+    out.push_back({kVirtResource,
                    head + "fs" + reason + " old-fs=? " +
                        encode_field("new-fs", request->sandbox_dir, kMaxPathBytes) + " " + res});
     for (const auto& link : request->links) {
-      out.push_back({AUDIT_VIRT_RESOURCE,
+      out.push_back({kVirtResource,
                      head + "disk" + reason + " " + encode_field("link", link.name, kMaxNameBytes) +
                          " old-disk=? " + encode_field("new-disk", link.target, kMaxPathBytes) +
                          " " + res});
@@ -173,15 +192,14 @@ std::vector<Record> records_for(const protocol::LaunchRequest* request, const St
   control +=
       " landlock-abi=" + (landlock_abi < 0 ? std::string("?") : std::to_string(landlock_abi));
   control += " seccomp-sha256=" + std::string(seccomp::filter_digest());
-  out.push_back({AUDIT_VIRT_CONTROL, control + " " + res});
+  out.push_back({kVirtControl, control + " " + res});
   return out;
 }
 
 void Trail::open() {
   if (opened_) return;
   opened_ = true;
-  set_aumessage_mode(MSG_QUIET, DBG_NO);  // failures are reported by send(), not by libaudit
-  int fd = audit_open();
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_AUDIT);
   if (fd < 0) {
     unusable_errno_ = errno != 0 ? errno : EPROTONOSUPPORT;
     return;

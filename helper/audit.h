@@ -18,6 +18,12 @@
 
 namespace sbx::audit {
 
+// The record types, as libaudit.h names them AUDIT_VIRT_CONTROL and AUDIT_VIRT_RESOURCE. The
+// helper does not link libaudit: it sends the records itself (audit.cc), and a privileged
+// binary carries no library code it does not need.
+inline constexpr int kVirtControl = 2500;
+inline constexpr int kVirtResource = 2501;
+
 // Caller-supplied values are cut to these many bytes, so that even a record whose values are
 // all hex-encoded stays under the kernel's 8560-byte limit for a user record's text.
 inline constexpr size_t kMaxNameBytes = 256;   // ids, netns and link names

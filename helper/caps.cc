@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "helper/caps.h"
 
-#include <cap-ng.h>
 #include <linux/capability.h>
 #include <linux/securebits.h>
 #include <sys/prctl.h>
@@ -9,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <string>
 
 namespace sbx::caps {
 namespace {
@@ -37,16 +37,22 @@ Status drop_all() {
     if (prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) != 0) {
       return Status(Step::kDropCapabilities, errno, "set securebits");
     }
-  }
-  capng_clear(CAPNG_SELECT_ALL);
-  if (can_setpcap && capng_apply(CAPNG_SELECT_BOUNDS) != 0) {
-    return Status(Step::kDropCapabilities, EPERM, "empty the bounding set");
+    // Every capability the running kernel knows, not only those this build's headers name:
+    // PR_CAPBSET_DROP answers EINVAL past the last one.
+    for (int cap = 0;; ++cap) {
+      if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0) continue;
+      if (errno == EINVAL && cap > 0) break;
+      return Status(Step::kDropCapabilities, errno,
+                    "drop capability " + std::to_string(cap) + " from the bounding set");
+    }
   }
   if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) {
     return Status(Step::kDropCapabilities, errno, "clear ambient capabilities");
   }
-  if (capng_apply(CAPNG_SELECT_CAPS) != 0) {
-    return Status(Step::kDropCapabilities, EPERM, "empty effective/permitted/inheritable");
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  const __user_cap_data_struct none[2] = {};
+  if (syscall(SYS_capset, &header, none) != 0) {
+    return Status(Step::kDropCapabilities, errno, "capset: empty effective/permitted/inheritable");
   }
   // Trust, but verify: a silent partial drop must never reach exec.
   __user_cap_data_struct data[2] = {};
