@@ -62,7 +62,7 @@ class JailDirs {
 
 // Attaches `clone` (a detached clone of a mount, a directory when `is_dir`) at `path` inside
 // the jail, on an empty directory or file made for it first, with `attributes` set.
-Status attach_at(JailDirs& dirs, const std::string& path, const UniqueFd& clone, bool is_dir,
+Status attach_at(JailDirs& dirs, const std::string& path, int clone, bool is_dir,
                  uint64_t attributes) {
   std::string_view parent_rel = path_dirname(path) == "/" ? "" : path_dirname(path).substr(1);
   std::string name(path_basename(path));
@@ -75,10 +75,10 @@ Status attach_at(JailDirs& dirs, const std::string& path, const UniqueFd& clone,
   mount_attr attr{};
   attr.attr_set = attributes;
   if (attributes != 0 &&
-      syscall(SYS_mount_setattr, clone.get(), "", AT_EMPTY_PATH, &attr, sizeof(attr)) != 0) {
+      syscall(SYS_mount_setattr, clone, "", AT_EMPTY_PATH, &attr, sizeof(attr)) != 0) {
     return fail(Step::kBuildJail, errno, "mount_setattr on the bind of " + path);
   }
-  if (move_mount(clone.get(), "", parent.value(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+  if (move_mount(clone, "", parent.value(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
     return fail(Step::kBuildJail, errno, "move_mount the bind of " + path);
   }
   return {};
@@ -91,7 +91,7 @@ Status bind_at(JailDirs& dirs, const std::string& path, int source_fd, bool is_d
   UniqueFd clone(static_cast<int>(
       syscall(SYS_open_tree, source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)));
   if (!clone) return fail(Step::kBuildJail, errno, "open_tree (clone) " + path);
-  return attach_at(dirs, path, clone, is_dir, attributes);
+  return attach_at(dirs, path, clone.get(), is_dir, attributes);
 }
 
 }  // namespace
@@ -140,7 +140,8 @@ Status bind_basic_devices(JailDirs& dirs) {
       return fail(Step::kBuildJail, clone ? ENODEV : errno,
                   std::string("/dev/") + name + " is not a character device");
     }
-    if (Status s = attach_at(dirs, std::string("/dev/") + name, clone, false, kDevice); !s.ok()) {
+    if (Status s = attach_at(dirs, std::string("/dev/") + name, clone.get(), false, kDevice);
+        !s.ok()) {
       return s;
     }
   }
@@ -218,9 +219,10 @@ Result<UniqueFd> enter(const std::vector<Entry>& entries,
     if (is_basic_device(e.path)) continue;
     struct stat st;
     if (fstat(e.fd, &st) != 0) return fail(Step::kBuildJail, errno, "fstat " + e.path);
-    if (Status s = bind_at(dirs, e.path, e.fd, S_ISDIR(st.st_mode), e.attributes); !s.ok()) {
-      return s;
-    }
+    Status s = e.attributes & kMoveMount
+                   ? attach_at(dirs, e.path, e.fd, S_ISDIR(st.st_mode), 0)
+                   : bind_at(dirs, e.path, e.fd, S_ISDIR(st.st_mode), e.attributes);
+    if (!s.ok()) return s;
   }
   // /proc is mounted by the namespace's pid 1 (mount_proc), once in the jail: a procfs shows
   // the PID namespace of the process that mounts it.

@@ -31,6 +31,9 @@ inline constexpr uint64_t kReadWrite = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MO
 inline constexpr uint64_t kImageReadOnly = kReadOnly | MOUNT_ATTR_NOEXEC;
 // Device nodes are neither executed nor set-id: their binds keep the source mount's flags.
 inline constexpr uint64_t kDevice = 0;
+// Not attributes: the entry's fd is a detached mount of its own (the sandbox dir's tmpfs, made
+// with its flags), attached itself instead of a clone.
+inline constexpr uint64_t kMoveMount = uint64_t{1} << 63;
 
 // Builds the jail from `entries` (no entry may lie inside another: refused, step build_jail,
 // EINVAL) plus /dev/{null,zero,full,random,urandom} (an entry naming one of them is that

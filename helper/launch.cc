@@ -227,7 +227,7 @@ Status start_pid1(F& body, audit::Trail& trail,
 std::vector<jail::Entry> jail_entries(const protocol::LaunchRequest& req,
                                       const validate::OpenedFiles& files, int sandbox_fd) {
   std::vector<jail::Entry> entries;
-  entries.push_back({req.sandbox_dir, sandbox_fd, jail::kReadWrite});
+  entries.push_back({req.sandbox_dir, sandbox_fd, jail::kMoveMount});
   for (const auto& o : files.images_ro)
     entries.push_back({o.path, o.fd.get(), jail::kImageReadOnly});
   for (const auto& o : files.images_rw) entries.push_back({o.path, o.fd.get(), jail::kReadWrite});
@@ -305,7 +305,12 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   auto dir = mounts::SandboxDir::make(place.value().root, place.value().name, caller.uid);
   if (!dir.ok()) return dir.status();
   auto tmpfs_size = policy.value().tmpfs_size_mb;
-  if (Status st = dir.value().mount_tmpfs(tmpfs_size, caller.uid, caller.gid); !st.ok()) return st;
+  // In a jail the tmpfs is attached in the jail only: the private namespace's old root, where
+  // it would go otherwise, is detached when the jail is entered.
+  if (Status st = dir.value().mount_tmpfs(tmpfs_size, caller.uid, caller.gid, !req.jail);
+      !st.ok()) {
+    return st;
+  }
   // 8. The links, relative to the tmpfs fd.
   if (Status st = dir.value().create_links(req.links); !st.ok()) return st;
   // 8b. The jail: everything the VMM may see bound into a fresh root, which it enters. From

@@ -36,7 +36,9 @@ class SandboxDir {
 
   // Mounts a tmpfs (nosuid, nodev, noexec, mode 0700, uid/gid, size cap) on the dir through its fd,
   // so a path swap cannot move the mount elsewhere. Keeps the mount's fd.
-  Status mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid);
+  // With `attach` false (a jail's sandbox dir) the tmpfs stays detached: the jail attaches
+  // this very mount at the sandbox dir's path inside it (jail::kMoveMount).
+  Status mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid, bool attach = true);
 
   // symlinkat(target, tmpfs, name) for each link.
   Status create_links(const std::vector<protocol::Link>& links);
