@@ -301,16 +301,14 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   // these fds, and open_tree clones only mounts of the caller's own mount namespace.
   auto files = validate::open_files(req, policy.value(), who);
   if (!files.ok()) return files.status();
-  // 7. The caller's sandbox dir, no symlinks, with a tmpfs mounted through its fd.
-  auto dir = mounts::SandboxDir::make(place.value().root, place.value().name, caller.uid);
+  // 7. The caller's sandbox dir, no symlinks, with a tmpfs mounted through its fd. In a jail
+  // the sandbox dir exists only there: no directory is made on the host, and the tmpfs is
+  // attached in the jail only (the private namespace's old root is detached on the way in).
+  auto dir = req.jail ? Result<mounts::SandboxDir>(mounts::SandboxDir::detached())
+                      : mounts::SandboxDir::make(place.value().root, place.value().name, caller.uid);
   if (!dir.ok()) return dir.status();
   auto tmpfs_size = policy.value().tmpfs_size_mb;
-  // In a jail the tmpfs is attached in the jail only: the private namespace's old root, where
-  // it would go otherwise, is detached when the jail is entered.
-  if (Status st = dir.value().mount_tmpfs(tmpfs_size, caller.uid, caller.gid, !req.jail);
-      !st.ok()) {
-    return st;
-  }
+  if (Status st = dir.value().mount_tmpfs(tmpfs_size, caller.uid, caller.gid); !st.ok()) return st;
   // 8. The links, relative to the tmpfs fd.
   if (Status st = dir.value().create_links(req.links); !st.ok()) return st;
   // 8b. The jail: everything the VMM may see bound into a fresh root, which it enters. From

@@ -64,7 +64,7 @@ SandboxDir::~SandboxDir() {
   unlinkat(root_fd_.get(), name_.c_str(), AT_REMOVEDIR);
 }
 
-Status SandboxDir::mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid, bool attach) {
+Status SandboxDir::mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid) {
   UniqueFd fs(fsopen("tmpfs", FSOPEN_CLOEXEC));
   if (!fs) return Status(Step::kMountTmpfs, errno, "fsopen tmpfs");
   auto set = [&](const char* key, const std::string& value) {
@@ -80,8 +80,8 @@ Status SandboxDir::mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid, bool atta
   UniqueFd mnt(
       fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
   if (!mnt) return Status(Step::kMountTmpfs, errno, "fsmount tmpfs");
-  if (attach && move_mount(mnt.get(), "", dir_fd_.get(), "",
-                           MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
+  if (dir_fd_ && move_mount(mnt.get(), "", dir_fd_.get(), "",
+                            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
     return Status(Step::kMountTmpfs, errno, "move_mount tmpfs onto the sandbox dir");
   }
   mount_fd_ = std::move(mnt);

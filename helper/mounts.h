@@ -27,6 +27,11 @@ class SandboxDir {
   // directory owned by `uid`. Runs with the caller's fsuid, so a new dir is the caller's.
   static Result<SandboxDir> make(const std::string& root, const std::string& name, uid_t uid);
 
+  // A jail's sandbox dir: nothing on the host. Its tmpfs stays detached, and the jail attaches
+  // that very mount at the sandbox dir's path inside it (jail::kMoveMount); no process outside
+  // the jail could see anything at the host path anyway.
+  static SandboxDir detached() { return SandboxDir(); }
+
   SandboxDir(SandboxDir&&) = default;
   SandboxDir& operator=(SandboxDir&&) = default;
   // Runs only when the launch fails (a successful exec never returns): detaches the tmpfs
@@ -35,10 +40,9 @@ class SandboxDir {
   ~SandboxDir();
 
   // Mounts a tmpfs (nosuid, nodev, noexec, mode 0700, uid/gid, size cap) on the dir through its fd,
-  // so a path swap cannot move the mount elsewhere. Keeps the mount's fd.
-  // With `attach` false (a jail's sandbox dir) the tmpfs stays detached: the jail attaches
-  // this very mount at the sandbox dir's path inside it (jail::kMoveMount).
-  Status mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid, bool attach = true);
+  // so a path swap cannot move the mount elsewhere (detached(): leaves it detached). Keeps the
+  // mount's fd.
+  Status mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid);
 
   // symlinkat(target, tmpfs, name) for each link.
   Status create_links(const std::vector<protocol::Link>& links);

@@ -171,8 +171,11 @@ TEST_F(JailTest, TheVmmSeesOnlyItsOwnWorld) {
   EXPECT_EQ(json_str(rep, "cwd"), spec.sandbox_dir);
   EXPECT_EQ(json_str(rep.at("links").as_object(), "vmlinux"), kernel);
 
-  // The host sees the socket the jailed VMM made, at the spec's path.
+  // The host sees the socket the jailed VMM made, at the spec's path; the sandbox dir is the
+  // jail's alone: nothing was made at its path on the host.
   struct stat st;
+  EXPECT_NE(lstat(spec.sandbox_dir.c_str(), &st), 0);
+  EXPECT_EQ(errno, ENOENT);
   EXPECT_EQ(lstat(spec.api_socket.c_str(), &st), 0);
   EXPECT_TRUE(S_ISSOCK(st.st_mode));
   EXPECT_EQ(json_int(r.started, "landlock_abi"), 6);
