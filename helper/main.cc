@@ -1,18 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // sbx-nsexec: the capability-scoped launch helper. Started by sbx-supervisor with a
 // SOCK_SEQPACKET socket at fd 3; everything it does is in helper/launch.cc.
-#include <fcntl.h>
 #include <linux/capability.h>
-#include <linux/magic.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
-#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -46,35 +41,11 @@ void print_usage(FILE* out) {
                kPolicyPath);
 }
 
-// The signals the caller left ignored: the SigIgn mask of /proc/self/status, read only from a
-// procfs (the caller's mount namespace could put another file there). All of them when it
-// cannot be read that way.
-uint64_t ignored_signals() {
-  constexpr uint64_t kAll = ~uint64_t{0};
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return kAll;
-  struct statfs fs;
-  char buf[4096];
-  ssize_t n = fstatfs(fd, &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC
-                  ? read(fd, buf, sizeof(buf) - 1)
-                  : -1;
-  close(fd);
-  if (n <= 0) return kAll;
-  buf[n] = '\0';
-  const char* line = std::strstr(buf, "\nSigIgn:\t");
-  if (line == nullptr) return kAll;
-  uint64_t mask = 0;
-  auto [end, ec] = std::from_chars(line + 9, buf + n, mask, 16);
-  return ec == std::errc() && end - (line + 9) == 16 ? mask : kAll;
-}
-
 // Signal dispositions and the mask survive exec: the VMM must start with defaults, whatever
-// the caller had. The exec of this helper already set every caught signal back to its default;
-// an ignored one stays ignored until it is reset here.
+// the caller had.
 void reset_signals() {
-  const uint64_t ignored = ignored_signals();
-  for (int sig = 1; sig < NSIG && sig <= 64; ++sig) {
-    if (sig == SIGKILL || sig == SIGSTOP || (ignored & (uint64_t{1} << (sig - 1))) == 0) continue;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
     signal(sig, SIG_DFL);
   }
   sigset_t none;
