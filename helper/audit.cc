@@ -171,18 +171,18 @@ std::vector<Record> records_for(const protocol::LaunchRequest* request, const St
     const std::string head = "virt=sbx resrc=";
     const std::string reason = " reason=start " + vm;
     if (request->netns) {
-      out.push_back({kVirtResource,
-                     head + "netns" + reason + " old-netns=? " +
-                         encode_field("new-netns", *request->netns, kMaxNameBytes) + " " + res});
+      out.push_back({kVirtResource, head + "netns" + reason + " old-netns=? " +
+                                        encode_field("new-netns", *request->netns, kMaxNameBytes) +
+                                        " " + res});
     }
-    out.push_back({kVirtResource,
-                   head + "fs" + reason + " old-fs=? " +
-                       encode_field("new-fs", request->sandbox_dir, kMaxPathBytes) + " " + res});
+    out.push_back({kVirtResource, head + "fs" + reason + " old-fs=? " +
+                                      encode_field("new-fs", request->sandbox_dir, kMaxPathBytes) +
+                                      " " + res});
     for (const auto& link : request->links) {
-      out.push_back({kVirtResource,
-                     head + "disk" + reason + " " + encode_field("link", link.name, kMaxNameBytes) +
-                         " old-disk=? " + encode_field("new-disk", link.target, kMaxPathBytes) +
-                         " " + res});
+      out.push_back(
+          {kVirtResource, head + "disk" + reason + " " +
+                              encode_field("link", link.name, kMaxNameBytes) + " old-disk=? " +
+                              encode_field("new-disk", link.target, kMaxPathBytes) + " " + res});
     }
   }
   std::string control = "virt=sbx op=start";

@@ -133,8 +133,9 @@ Status bind_basic_devices(JailDirs& dirs) {
   for (const char* name : kBasicDevices) {
     // One call clones the node's mount: the name is one fixed component of the /dev opened
     // above, and a symlink there is not followed (it is then refused: not a char device).
-    UniqueFd clone(static_cast<int>(syscall(
-        SYS_open_tree, dev.get(), name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW)));
+    UniqueFd clone(
+        static_cast<int>(syscall(SYS_open_tree, dev.get(), name,
+                                 OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW)));
     struct stat st;
     if (!clone || fstat(clone.get(), &st) != 0 || !S_ISCHR(st.st_mode)) {
       return fail(Step::kBuildJail, clone ? ENODEV : errno,

@@ -149,13 +149,14 @@ Status record_launch(audit::Trail& trail, const protocol::LaunchRequest& req, pi
 }
 
 // Pid 1 of the new PID namespace, started without copying this process: clone(CLONE_VM) on a
-// stack of its own, so the child shares every page already mapped here and takes neither the
-// page-table copy of a fork nor a copy-on-write fault per page it writes (about 13 us each on
-// a slow-faulting host). The child is made a child of the supervisor (CLONE_PARENT): the
-// supervisor reaps it and its PDEATHSIG follows the supervisor. This process then exits at
-// once, running no code that touches memory the child uses: every signal is blocked across
-// the clone (no handler can run on the way out), the kernel writes the child's pid for it
-// (CLONE_PARENT_SETTID), and the exit clears no tid word (set_tid_address(NULL)).
+// region of this process's stack, so the child shares every page already mapped here and
+// takes neither the page-table copy of a fork nor a copy-on-write fault per page it writes
+// (about 13 us each on a slow-faulting host). The child is made a child of the supervisor
+// (CLONE_PARENT): the supervisor reaps it and its PDEATHSIG follows the supervisor. This
+// process then exits at once, running no code that touches memory the child uses: every
+// signal is blocked across the clone (no handler can run on the way out), the kernel writes
+// the child's pid for it (CLONE_PARENT_SETTID), and the exit clears no tid word
+// (set_tid_address(NULL)).
 class Pid1 {
  public:
   using Body = Status (*)(void* context, pid_t host_pid);
@@ -304,8 +305,9 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   // 7. The caller's sandbox dir, no symlinks, with a tmpfs mounted through its fd. In a jail
   // the sandbox dir exists only there: no directory is made on the host, and the tmpfs is
   // attached in the jail only (the private namespace's old root is detached on the way in).
-  auto dir = req.jail ? Result<mounts::SandboxDir>(mounts::SandboxDir::detached())
-                      : mounts::SandboxDir::make(place.value().root, place.value().name, caller.uid);
+  auto dir = req.jail
+                 ? Result<mounts::SandboxDir>(mounts::SandboxDir::detached())
+                 : mounts::SandboxDir::make(place.value().root, place.value().name, caller.uid);
   if (!dir.ok()) return dir.status();
   auto tmpfs_size = policy.value().tmpfs_size_mb;
   if (Status st = dir.value().mount_tmpfs(tmpfs_size, caller.uid, caller.gid); !st.ok()) return st;
@@ -351,8 +353,7 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
       return st;
     }
     if (!req.pid_namespace) {
-      if (Status st =
-              protocol::send_datagram(fds::kControlFd, confinement, {}, Step::kLandlock);
+      if (Status st = protocol::send_datagram(fds::kControlFd, confinement, {}, Step::kLandlock);
           !st.ok()) {
         return st;
       }

@@ -83,16 +83,15 @@ TEST(AuditEncode, SameAsLibaudit) {
   static_assert(sbx::audit::kVirtControl == AUDIT_VIRT_CONTROL);
   static_assert(sbx::audit::kVirtResource == AUDIT_VIRT_RESOURCE);
   for (int b = 0; b < 256; ++b) {
-    for (const std::string& v :
-         {std::string(1, static_cast<char>(b)), "vm" + std::string(1, static_cast<char>(b)) + "x"}) {
+    for (const std::string& v : {std::string(1, static_cast<char>(b)),
+                                 "vm" + std::string(1, static_cast<char>(b)) + "x"}) {
       const bool extra = b == '\'' || b == '=' || b == '\\';
       const bool libaudit_hex =
           audit_value_needs_encoding(v.data(), static_cast<unsigned>(v.size())) != 0;
       std::string expected_hex(v.size() * 2 + 1, '\0');
       audit_encode_value(expected_hex.data(), v.data(), static_cast<unsigned>(v.size()));
       expected_hex.resize(v.size() * 2);
-      const std::string expected =
-          libaudit_hex || extra ? "f=" + expected_hex : "f=\"" + v + "\"";
+      const std::string expected = libaudit_hex || extra ? "f=" + expected_hex : "f=\"" + v + "\"";
       EXPECT_EQ(encode_field("f", v, kMaxPathBytes), expected) << "byte " << b;
     }
   }
