@@ -263,7 +263,6 @@ std::optional<CgroupError> SandboxCgroup::enter(pid_t pid) {
     }
     return error(err, detail);
   }
-  proc_path_ = proc_cgroup_of(pid);
   return std::nullopt;
 }
 
@@ -271,21 +270,28 @@ size_t SandboxCgroup::kill_listed_pids() {
   auto procs = read_at(dir_.get(), "cgroup.procs");
   if (!procs) return 0;
   std::vector<pid_t> pids = pids_in(*procs);
+  // Pin every listed process, then read the list again: a pid still listed after its pidfd
+  // was opened names the pinned process, in this cgroup (one that exited and whose pid was
+  // reused before the pin is not listed again unless the new process is in this cgroup too).
+  std::vector<std::pair<pid_t, UniqueFd>> pinned;
   for (pid_t pid : pids) {
-    // Pin the process, then check it is still ours: a pid read from cgroup.procs may have
-    // exited and been reused since.
     UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-    if (!pidfd) continue;
-    if (proc_path_.empty() || proc_cgroup_of(pid) != proc_path_) continue;
+    if (pidfd) pinned.emplace_back(pid, std::move(pidfd));
+  }
+  auto again = read_at(dir_.get(), "cgroup.procs");
+  if (!again) return 0;
+  const std::vector<pid_t> listed = pids_in(*again);
+  for (const auto& [pid, pidfd] : pinned) {
+    if (std::find(listed.begin(), listed.end(), pid) == listed.end()) continue;
     syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
   }
-  return pids.size();
+  return listed.size();
 }
 
-void SandboxCgroup::kill_all(int timeout_ms) {
+const char* SandboxCgroup::kill_all(int timeout_ms) {
   if (options_.kill_mode == CgroupKillMode::kAuto &&
       write_at(dir_.get(), "cgroup.kill", "1") == 0) {
-    return;
+    return "cgroup.kill";
   }
   // Frozen, nothing in the cgroup can fork between the read and the kills; SIGKILL still
   // reaches frozen tasks. cgroup.freeze exists from 5.2 (the floor is 5.10).
@@ -293,6 +299,7 @@ void SandboxCgroup::kill_all(int timeout_ms) {
   const int64_t deadline = now_ms() + timeout_ms;
   while (kill_listed_pids() > 0 && now_ms() < deadline) usleep(1000);
   if (frozen) write_at(dir_.get(), "cgroup.freeze", "0");
+  return "each pid in cgroup.procs";
 }
 
 bool SandboxCgroup::wait_unpopulated(int timeout_ms) {

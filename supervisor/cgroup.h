@@ -88,8 +88,9 @@ class SandboxCgroup {
   std::optional<CgroupError> enter(pid_t pid);
 
   // SIGKILL to everything in the cgroup: `cgroup.kill`, or with kProcs (or without the file)
-  // every pid in cgroup.procs, repeated until it is empty or `timeout_ms` passes.
-  void kill_all(int timeout_ms);
+  // every pid in cgroup.procs, repeated until it is empty or `timeout_ms` passes. Returns
+  // which of the two it used ("cgroup.kill" or "each pid in cgroup.procs"), for the log.
+  const char* kill_all(int timeout_ms);
 
   // Waits, bounded, for `populated 0` in cgroup.events; whether it came.
   bool wait_unpopulated(int timeout_ms);
@@ -117,7 +118,6 @@ class SandboxCgroup {
   std::string name_;  // <id>
   UniqueFd parent_, dir_;
   Options options_;
-  std::string proc_path_;  // the cgroup as /proc/PID/cgroup names it ("/a/b/id"), once entered
 };
 
 // The cgroup v2 path of `pid` as its /proc/PID/cgroup names it ("0::/a/b" gives "/a/b"), or

@@ -162,10 +162,11 @@ struct Cleanup {
 CgroupReport finish_cgroup(SandboxCgroup& cgroup, const std::string& id) {
   CgroupReport report;
   report.path = cgroup.path();
-  cgroup.kill_all(kCgroupKillMs);
+  const char* how = cgroup.kill_all(kCgroupKillMs);
+  log_info(id, "killed what was left in " + cgroup.path() + " with " + how);
   if (!cgroup.wait_unpopulated(kCgroupEmptyMs)) {
     log_warning(id, cgroup.path() + " still populated " + std::to_string(kCgroupEmptyMs) +
-                        " ms after cgroup.kill");
+                        " ms after the kill");
   }
   kill_and_reap_leftovers();  // the killed processes that were ours to reap
   report.usage = cgroup.usage();
@@ -209,6 +210,7 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
   std::optional<SandboxCgroup> cgroup;
   std::optional<CgroupReport> cgroup_report;
   BeforeLaunch enter_cgroup;
+  bool helper_moved = false;
   if (spec.cgroup) {
     auto made = SandboxCgroup::create(*spec.cgroup, spec.id, {true, options.cgroup_kill_mode});
     if (auto* e = std::get_if<CgroupError>(&made)) {
@@ -224,23 +226,31 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
       if (auto e = cgroup->enter(helper_pid)) {
         return SetupFailure{"enter_cgroup", e->err, e->detail, 125};
       }
+      log_info(spec.id, "helper moved into " + cgroup->path());
+      helper_moved = true;
       return std::nullopt;
     };
   }
   log_info(spec.id, "launching " + spec.binary + " through " + options.helper_path);
   Launched launched = launch_helper(options.helper_path, launch_request(spec), spec.stdio,
                                     options.events_fd == STDOUT_FILENO, kHelperReplyTimeoutMs,
-                                    enter_cgroup, cgroup ? cgroup->dir_fd() : -1);
+                                    enter_cgroup,
+                                    cgroup && options.cgroup_spawn_into ? cgroup->dir_fd() : -1);
   if (launched.failure) {
     const SetupFailure& f = *launched.failure;
     Outcome o{OutcomeKind::kSetupFailed, 0, 0, f.step, f.err, f.detail, f.helper_exit};
     log_error(spec.id, "setup failed at " + f.step + ": " + f.detail + ": " + std::strerror(f.err));
-    kill_and_reap_leftovers();
-    if (cgroup) cgroup_report = finish_cgroup(*cgroup, spec.id);
+    // With a cgroup, finish_cgroup kills through it first, then reaps what was ours.
+    if (cgroup) {
+      cgroup_report = finish_cgroup(*cgroup, spec.id);
+    } else {
+      kill_and_reap_leftovers();
+    }
     cleanup.run();
     events.exited(spec.id, o, t(), cgroup_report ? &*cgroup_report : nullptr);
     return o.exit_status();
   }
+  if (cgroup && !helper_moved) log_info(spec.id, "helper spawned into " + cgroup->path());
   const pid_t pid = launched.vmm_pid;
   events.started(spec.id, launched.reported_pid, pid, t(), launched.landlock_abi);
   log_info(spec.id, "VMM running as pid " + std::to_string(launched.reported_pid) +
@@ -349,8 +359,11 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
       break;
     }
   }
-  kill_and_reap_leftovers();
-  if (cgroup) cgroup_report = finish_cgroup(*cgroup, spec.id);
+  if (cgroup) {
+    cgroup_report = finish_cgroup(*cgroup, spec.id);
+  } else {
+    kill_and_reap_leftovers();
+  }
   if (outcome.kind != OutcomeKind::kLost) cleanup.run();
   events.exited(spec.id, outcome, t(), cgroup_report ? &*cgroup_report : nullptr);
   log_info(spec.id, "outcome " + outcome_name(outcome.kind) + ", exit status " +

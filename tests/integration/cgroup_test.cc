@@ -108,7 +108,9 @@ class CgroupRunTest : public SupervisorEnvTest {
   }
 
   // The escapee test, through cgroup.kill (`extra` empty) or the cgroup.procs path.
-  void expect_setsid_escapee_killed(const std::vector<std::string>& extra) {
+  // `how`: the kill the supervisor reports it used ("cgroup.kill" or "each pid in
+  // cgroup.procs"); the cgroup is empty after it, before the supervisor reaps its leftovers.
+  void expect_setsid_escapee_killed(const std::vector<std::string>& extra, const std::string& how) {
     ProbeSpec spec = cgroup_probe("escapee", {"--ignore-sigterm", "--setsid-child"});
     spec.json["pid_namespace"] = false;
     spec.json["stop_timeout_ms"] = 1000;
@@ -137,6 +139,11 @@ class CgroupRunTest : public SupervisorEnvTest {
     EXPECT_FALSE(process_exists(escapee)) << "the setsid child survived";
     EXPECT_FALSE(process_exists(vmm));
     EXPECT_FALSE(path_exists(sandbox_cgroup(spec))) << "the cgroup was not removed";
+    const std::string log = run->stderr_text();
+    EXPECT_NE(log.find("killed what was left in " + sandbox_cgroup(spec) + " with " + how),
+              std::string::npos)
+        << log;
+    EXPECT_EQ(log.find("still populated"), std::string::npos) << log;
   }
 
   std::unique_ptr<DelegatedCgroup> cgroup_;
@@ -182,6 +189,9 @@ TEST_F(CgroupRunTest, VmmAndChildrenRunInTheSandboxCgroupWhichIsRemovedWithUsage
   EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
   EXPECT_FALSE(path_exists(sandbox_cgroup(spec))) << "the cgroup was not removed";
   for (int64_t c : children) EXPECT_FALSE(process_exists(static_cast<pid_t>(c)));
+  const std::string log = run->stderr_text();
+  EXPECT_NE(log.find("helper spawned into " + sandbox_cgroup(spec)), std::string::npos) << log;
+  EXPECT_EQ(log.find("helper moved into"), std::string::npos) << log;
 }
 
 // The helper spawned and then moved into the cgroup (the path for kernels without
@@ -194,13 +204,16 @@ TEST_F(CgroupRunTest, HelperMovedIntoTheCgroupWhereClone3CannotSpawnIntoIt) {
   json::object report = env().wait_for_report(spec.report);
   const std::string inside = cgroup_->proc_path(sandbox_cgroup(spec));
   EXPECT_EQ(cgroup_of(static_cast<pid_t>(json_int(started, "pid"))), inside);
-  for (int64_t c : json_ints(report, "children")) {
-    EXPECT_EQ(cgroup_of(static_cast<pid_t>(c)), inside) << "pid " << c;
-  }
+  const std::vector<int64_t> children = json_ints(report, "children");
+  ASSERT_EQ(children.size(), 1u);
+  EXPECT_EQ(cgroup_of(static_cast<pid_t>(children[0])), inside);
   run->terminate();
   run->expect_event("stopping");
   run->expect_event("exited");
   EXPECT_EQ(run->finish(), 0) << run->stderr_text();
+  const std::string log = run->stderr_text();
+  EXPECT_NE(log.find("helper moved into " + sandbox_cgroup(spec)), std::string::npos) << log;
+  EXPECT_EQ(log.find("helper spawned into"), std::string::npos) << log;
   EXPECT_FALSE(path_exists(sandbox_cgroup(spec)));
 }
 
@@ -224,13 +237,13 @@ TEST_F(CgroupRunTest, CgroupParentOnTheCommandLine) {
 // Without a PID namespace a setsid() child leaves the VMM's session and process group; the
 // cgroup still holds it, and the stop kills it.
 TEST_F(CgroupRunTest, SetsidEscapeeIsGoneAfterTheStop) {
-  expect_setsid_escapee_killed({});
+  expect_setsid_escapee_killed({}, "cgroup.kill");
 }
 
 // The same through the path for kernels without cgroup.kill: SIGKILL to each pid listed in
 // cgroup.procs until it is empty.
 TEST_F(CgroupRunTest, SetsidEscapeeIsGoneAfterTheStopWithoutCgroupKill) {
-  expect_setsid_escapee_killed({"--cgroup-kill-mode", "procs"});
+  expect_setsid_escapee_killed({"--cgroup-kill-mode", "procs"}, "each pid in cgroup.procs");
 }
 
 // memory_max needs the memory controller, which this machine's cgroup2 lacks (it is bound to
