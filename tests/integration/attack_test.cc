@@ -1232,11 +1232,13 @@ TEST_F(AttackTest, CallerNotInTheHelpersGroup) {
 // ---------------------------------------------------------------------------------------------
 // A passed fd aimed at the number of the helper's own VMM fd. The caller asks for the
 // allowlisted VMM and passes, by SCM_RIGHTS, fds of a binary it owns, with PASS_FD targets
-// that cover the number the helper's VMM fd has (4 plus the number of passed fds), for every
+// that cover the number the helper's VMM fd had before it was kept above every target (4 plus
+// the number of passed fds: 136 of these launches ran the caller's binary then), for every
 // first target from 4 to 20 and 1 to 16 fds. The allowlisted VMM must run (its /proc/PID/exe,
-// read by root while it runs, is the allowlisted binary) or the request must be refused; the
+// read by root while it runs, is the allowlisted binary) with every passed fd at its target
+// (so the attack's fds did land on those numbers), or the request must be refused; the
 // caller's binary never runs. Both with and without a PID namespace (where the VMM is
-// executed after the helper's one fork).
+// executed by the namespace's init).
 TEST_F(AttackTest, PassedFdsCannotReplaceTheAllowlistedVmm) {
   const HostSnapshot before;
   const std::string own = env().install_vmm_copy("callers-own-vmm", kTestUid, 0755);
@@ -1261,6 +1263,12 @@ TEST_F(AttackTest, PassedFdsCannotReplaceTheAllowlistedVmm) {
         std::error_code ec;
         const auto exe = fs::read_symlink("/proc/" + std::to_string(l.vmm_pid()) + "/exe", ec);
         EXPECT_EQ(exe.string(), allowlisted) << ec.message();
+        for (int k = 0; k < count; ++k) {
+          const std::string at =
+              "/proc/" + std::to_string(l.vmm_pid()) + "/fd/" + std::to_string(first + k);
+          EXPECT_EQ(fs::read_symlink(at, ec).string(), fs::canonical(own).string())
+              << at << ": " << ec.message();
+        }
         ++ran;
         kill(l.vmm_pid(), SIGKILL);
         env().read_exit(l);

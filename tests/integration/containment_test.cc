@@ -151,8 +151,8 @@ class ContainmentTest : public SupervisorEnvTest {
     EXPECT_EQ(json_int(peer, "peerpidfd"), 0);
     EXPECT_EQ(json_int(peer, "pidfd_getfd"), EPERM);
 
-    EXPECT_TRUE(process_exists(attacker.run->pid()));
-    EXPECT_TRUE(process_exists(sibling.pid));
+    EXPECT_TRUE(process_alive(attacker.run->pid()));
+    EXPECT_TRUE(process_alive(sibling.pid));
     stop(attacker);
     stop(sibling);
     EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
@@ -343,7 +343,7 @@ TEST_F(ContainmentTest, ControlPdeathsigClearedOutsideOutlivesTheParent) {
   ASSERT_EQ(kill(parent.pid(), SIGKILL), 0);
   parent.wait();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  EXPECT_TRUE(process_exists(probe)) << "the control probe died with its parent";
+  EXPECT_TRUE(process_alive(probe)) << "the control probe died with its parent";
   kill(probe, SIGKILL);
   EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
 }

@@ -143,10 +143,14 @@ TEST_F(JailTest, TheVmmSeesOnlyItsOwnWorld) {
   EXPECT_EQ(string_set(rep, "proc_pids"), (std::set<std::string>{"1", "2"}));
   EXPECT_EQ(json_int(rep, "pid"), 2);
 
+  // Each is there on the host (so its absence is the jail's doing), not in the jail.
   for (const char* absent :
        {"/etc/passwd", "/home", "/root", "/tmp", "/run/netns", "/sys", "/etc"}) {
+    EXPECT_TRUE(path_exists(absent)) << absent << " is not on the host";
     EXPECT_EQ(errno_at(rep, "check_paths", absent), ENOENT) << absent;
   }
+  EXPECT_TRUE(path_exists(other.sandbox_dir));
+  EXPECT_TRUE(path_exists(other.api_socket));
   EXPECT_EQ(errno_at(rep, "check_paths", other.sandbox_dir), ENOENT);
   EXPECT_EQ(errno_at(rep, "check_paths", other.api_socket), ENOENT);
   EXPECT_EQ(errno_at(rep, "check_paths", env().work()), ENOENT);

@@ -157,6 +157,7 @@ class QemuEndToEndTest : public SupervisorEnvTest {
       }
       for (const std::string& absent : {std::string("/etc/passwd"), std::string("/etc"),
                                         std::string("/home"), std::string("/sys"), env().work()}) {
+        EXPECT_TRUE(path_exists(absent)) << absent << " is not on the host";
         EXPECT_FALSE(path_exists(root + absent)) << absent;
       }
     }

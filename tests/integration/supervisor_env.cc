@@ -448,6 +448,11 @@ bool process_exists(pid_t pid) {
   return stat(("/proc/" + std::to_string(pid)).c_str(), &st) == 0;
 }
 
+bool process_alive(pid_t pid) {
+  auto f = stat_fields(pid);
+  return !f.empty() && f[0] != "Z" && f[0] != "X";
+}
+
 int fd_count(pid_t pid) {
   DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
   if (d == nullptr) fail("opendir /proc/" + std::to_string(pid) + "/fd: " + std::strerror(errno));

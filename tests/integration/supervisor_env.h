@@ -188,6 +188,10 @@ pid_t session_of(pid_t pid);
 
 bool process_exists(pid_t pid);
 
+// The process exists and is not a zombie: a killed process this test (a subreaper) has not
+// reaped still exists.
+bool process_alive(pid_t pid);
+
 // Entries in /proc/PID/fd.
 int fd_count(pid_t pid);
 

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstring>
 #include <iostream>
+#include <thread>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -245,6 +246,25 @@ TEST_F(SupervisorRunTest, SupervisorKilledTakesThePidNamespaceAlong) {
   EXPECT_TRUE(HelperEnv::wait_no_test_user_processes()) << "left: " << left_processes();
   for (pid_t pid : inside) EXPECT_FALSE(process_exists(pid)) << "pid " << pid << " survived";
   EXPECT_EQ(host_mounts(), mounts);
+}
+
+// Control for the two above and for the jail's: without a PID namespace, the VMM's setsid()
+// child outlives a SIGKILLed supervisor (the VMM itself dies of its parent-death signal, which
+// its children do not inherit). README's "not supported" line says so.
+TEST_F(SupervisorRunTest, ControlWithoutAPidNamespaceASetsidChildOutlivesAKilledSupervisor) {
+  ProbeSpec spec = probe_spec("sup-killed-escapee", {"--setsid-child"});
+  spec.json["pid_namespace"] = false;
+  Running r = launch(spec);
+  const pid_t escapee = static_cast<pid_t>(json_int(r.report, "setsid_child"));
+  ASSERT_GT(escapee, 0) << json::serialize(r.report);
+  ASSERT_TRUE(wait_sigterm_disposition({r.vmm_pid()}, /*ignored=*/false));
+  ASSERT_EQ(kill(r.run->pid(), SIGKILL), 0);
+  EXPECT_EQ(r.run->reap(), -SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(process_alive(r.vmm_pid())) << "the VMM outlived its supervisor";
+  EXPECT_TRUE(process_alive(escapee)) << "the setsid child died with the supervisor";
+  kill(escapee, SIGKILL);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes()) << "left: " << left_processes();
 }
 
 // 5. Setup failing at five helper steps: setup_failed with the step, errno and detail, exit
