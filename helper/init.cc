@@ -98,7 +98,8 @@ void wait_for_ack(int control_fd) {
 
 Status run(int control_fd, const exec::ExecPlan& plan, const std::string& vmm,
            std::span<const std::vector<uint8_t>> first) {
-  sigset_t forwarded, previous;
+  sigset_t forwarded, previous, none;
+  sigemptyset(&none);
   sigemptyset(&forwarded);
   for (int sig : kForwarded) sigaddset(&forwarded, sig);
   sigaddset(&forwarded, SIGCHLD);
@@ -113,7 +114,7 @@ Status run(int control_fd, const exec::ExecPlan& plan, const std::string& vmm,
   volatile int exec_errno = 0;
   pid_t pid = vfork();
   if (pid == 0) {
-    sigprocmask(SIG_SETMASK, &previous, nullptr);
+    sigprocmask(SIG_SETMASK, &none, nullptr);  // the VMM starts with no signal blocked
     exec::exec_prepared(plan);
     exec_errno = errno != 0 ? errno : ENOEXEC;
     _exit(127);

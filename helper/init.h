@@ -17,13 +17,14 @@
 
 namespace sbx::init {
 
-// Starts the VMM with vfork + execveat (the child only restores the signal mask and makes the
+// Starts the VMM with vfork + execveat (the child only empties the signal mask and makes the
 // call: no page of this process is copied, which costs a fault each on a slow-faulting host)
 // and serves as the init until the VMM exits; never returns after that. What the init sends
 // is encoded before the vfork: nothing is allocated after it. `vmm` names the VMM in the ERROR
 // of a failed exec (then the init exits 126, 127 or 125, as the helper would).
 // Preconditions: pid 1 of the new PID namespace, single-threaded, every confinement layer
-// applied, the passed fds at their targets, `control_fd` the control socket.
+// applied, the passed fds at their targets, `control_fd` the control socket; any signal mask
+// (the forwarded signals are blocked here and waited for; others stay as they are).
 // Returns only when the VMM cannot be started at all (step fork_vmm).
 // `first` are sent (in order, no fds) once the exec happened or failed, ahead of VMM_STARTED or
 // ERROR: the pid report and the confinement report, off the VMM's way.

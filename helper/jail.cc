@@ -96,28 +96,7 @@ Status bind_at(JailDirs& dirs, const std::string& path, int source_fd, bool is_d
 
 }  // namespace
 
-Status mount_proc() {
-  UniqueFd fs(fsopen("proc", FSOPEN_CLOEXEC));
-  if (!fs) return fail(Step::kBuildJail, errno, "fsopen proc");
-  // Older kernels do not know subset=pid: the procfs then shows its usual files too.
-  (void)fsconfig(fs.get(), FSCONFIG_SET_STRING, "subset", "pid", 0);
-  if (fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
-    return fail(Step::kBuildJail, errno, "create procfs");
-  }
-  UniqueFd mnt(
-      fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
-  if (!mnt) return fail(Step::kBuildJail, errno, "fsmount procfs");
-  if (move_mount(mnt.get(), "", AT_FDCWD, "/proc", MOVE_MOUNT_F_EMPTY_PATH) != 0) {
-    return fail(Step::kBuildJail, errno, "move_mount procfs onto /proc");
-  }
-  return {};
-}
-
 namespace {
-
-// The basic device nodes every VMM may use, bound from the host's /dev (no ioctl beyond what
-// their drivers offer anyone; Landlock denies device ioctls on them).
-constexpr const char* kBasicDevices[] = {"null", "zero", "full", "random", "urandom"};
 
 // /dev/null, zero, full, random or urandom: bound into every jail already.
 bool is_basic_device(std::string_view path) {
@@ -177,23 +156,27 @@ Status recreate_usr_links(int root, const std::vector<std::string>& read_only_pa
 
 }  // namespace
 
-Result<UniqueFd> enter(const std::vector<Entry>& entries,
-                       const std::vector<std::string>& read_only_paths, const std::string& cwd) {
-  // Nested entries would need a mountpoint inside another bind, that is on a host
-  // filesystem: refused, with both paths named.
-  for (const Entry& a : entries) {
-    for (const Entry& b : entries) {
+Status enter(const Entry& sandbox, const std::vector<Entry>& entries,
+             const std::vector<std::string>& read_only_paths) {
+  // Nested paths would need a mountpoint inside another bind, that is on a host filesystem:
+  // refused, with both paths named.
+  std::vector<std::string_view> paths{sandbox.path};
+  for (const Entry& e : entries) paths.push_back(e.path);
+  for (std::string_view a : paths) {
+    for (std::string_view b : paths) {
       std::string_view rest;
-      if (&a != &b && path_relative_to(a.path, b.path, &rest)) {
+      if (a.data() != b.data() && path_relative_to(a, b, &rest)) {
         return fail(Step::kBuildJail, EINVAL,
-                    b.path + (rest.empty() ? " is given twice" : " lies inside " + a.path) +
+                    std::string(b) +
+                        (rest.empty() ? " is given twice" : " lies inside " + std::string(a)) +
                         ": a jail binds each path once");
       }
     }
-    if (std::string_view rest; path_relative_to("/proc", a.path, &rest) ||
-                               path_relative_to(a.path, "/dev", &rest) ||
-                               path_relative_to(a.path, "/proc", &rest)) {
-      return fail(Step::kBuildJail, EINVAL, a.path + " overlaps the jail's own /dev or /proc");
+    if (std::string_view rest; path_relative_to("/proc", a, &rest) ||
+                               path_relative_to(a, "/dev", &rest) ||
+                               path_relative_to(a, "/proc", &rest)) {
+      return fail(Step::kBuildJail, EINVAL,
+                  std::string(a) + " overlaps the jail's own /dev or /proc");
     }
   }
   // The new root: a small tmpfs, attached over /tmp of this private mount namespace (any
@@ -216,14 +199,14 @@ Result<UniqueFd> enter(const std::vector<Entry>& entries,
   }
   JailDirs dirs(root.get());
   if (Status s = bind_basic_devices(dirs); !s.ok()) return s;
+  if (Status s = attach_at(dirs, sandbox.path, sandbox.fd, true, 0); !s.ok()) return s;
   for (const Entry& e : entries) {
     if (is_basic_device(e.path)) continue;
     struct stat st;
     if (fstat(e.fd, &st) != 0) return fail(Step::kBuildJail, errno, "fstat " + e.path);
-    Status s = e.attributes & kMoveMount
-                   ? attach_at(dirs, e.path, e.fd, S_ISDIR(st.st_mode), 0)
-                   : bind_at(dirs, e.path, e.fd, S_ISDIR(st.st_mode), e.attributes);
-    if (!s.ok()) return s;
+    if (Status s = bind_at(dirs, e.path, e.fd, S_ISDIR(st.st_mode), e.attributes); !s.ok()) {
+      return s;
+    }
   }
   // /proc is mounted by the namespace's pid 1 (mount_proc), once in the jail: a procfs shows
   // the PID namespace of the process that mounts it.
@@ -242,9 +225,7 @@ Result<UniqueFd> enter(const std::vector<Entry>& entries,
   if (syscall(SYS_pivot_root, ".", ".") != 0) return fail(Step::kPivotRoot, errno, "pivot_root");
   if (umount2(".", MNT_DETACH) != 0) return fail(Step::kPivotRoot, errno, "detach the old root");
   if (chdir("/") != 0) return fail(Step::kPivotRoot, errno, "chdir /");
-  UniqueFd dir(paths::open_no_symlinks(AT_FDCWD, cwd, O_PATH | O_DIRECTORY, false));
-  if (!dir) return fail(Step::kPivotRoot, errno, "open " + cwd + " in the jail");
-  return dir;
+  return {};
 }
 
 }  // namespace sbx::jail

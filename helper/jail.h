@@ -31,24 +31,21 @@ inline constexpr uint64_t kReadWrite = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MO
 inline constexpr uint64_t kImageReadOnly = kReadOnly | MOUNT_ATTR_NOEXEC;
 // Device nodes are neither executed nor set-id: their binds keep the source mount's flags.
 inline constexpr uint64_t kDevice = 0;
-// Not attributes: the entry's fd is a detached mount of its own (the sandbox dir's tmpfs, made
-// with its flags), attached itself instead of a clone.
-inline constexpr uint64_t kMoveMount = uint64_t{1} << 63;
 
-// Builds the jail from `entries` (no entry may lie inside another: refused, step build_jail,
-// EINVAL) plus /dev/{null,zero,full,random,urandom} (an entry naming one of them is that
-// node, bound once) and an empty /proc; recreates the host's
-// top-level merged-/usr links
-// (/lib -> usr/lib and the like) whose targets a read-only entry covers, so a dynamically
-// linked VMM finds its loader; makes the root read-only and pivots into it. `read_only_paths`
-// are the entries given read-only (for those links). Returns an O_PATH fd of `cwd` inside the
-// new root. Preconditions: in a private mount namespace (propagation private or slave),
-// CAP_SYS_ADMIN held, single-threaded.
-Result<UniqueFd> enter(const std::vector<Entry>& entries,
-                       const std::vector<std::string>& read_only_paths, const std::string& cwd);
+// The basic device nodes every VMM may use, bound from the host's /dev into every jail (and
+// given to an unjailed VMM's Landlock layer).
+inline constexpr const char* kBasicDevices[] = {"null", "zero", "full", "random", "urandom"};
 
-// Mounts a fresh procfs of the calling process's PID namespace (subset=pid where the kernel
-// has it) on /proc of the jail it is in. Called by the namespace's pid 1, after enter().
-Status mount_proc();
+// Builds the jail from the sandbox dir (`sandbox.fd`: its detached tmpfs, attached itself at
+// `sandbox.path`) and `entries` (bound from clones of their fds; no path may lie inside
+// another: refused, step build_jail, EINVAL) plus /dev/{null,zero,full,random,urandom} (an
+// entry naming one of them is that node, bound once) and an empty /proc; recreates the host's
+// top-level merged-/usr links (/lib -> usr/lib and the like) whose targets a read-only entry
+// covers, so a dynamically linked VMM finds its loader; makes the root read-only and pivots
+// into it. `read_only_paths` are the entries given read-only (for those links). Afterwards
+// `sandbox.fd` is the sandbox dir inside the jail. Preconditions: in a private mount
+// namespace (propagation private or slave), CAP_SYS_ADMIN held, single-threaded.
+Status enter(const Entry& sandbox, const std::vector<Entry>& entries,
+             const std::vector<std::string>& read_only_paths);
 
 }  // namespace sbx::jail

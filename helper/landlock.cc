@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 
+#include "helper/jail.h"
 #include "helper/paths.h"
 
 #ifndef SYS_landlock_create_ruleset
@@ -82,25 +83,19 @@ Result<int> plan(policy::LandlockMode mode, int kernel) {
 Status add_runtime_paths(std::vector<Rule>& rules, bool jailed) {
   // A jail's /dev holds only the basic nodes and the devices given: one rule covers it (the
   // devices' own rules add their ioctls). The host's /dev holds everything: a rule per node.
-  const std::pair<const char*, uint64_t> jailed_paths[] = {
-      {"/proc", kProc},
-      {"/dev", kReadDir | kBasicDevice},
-  };
-  const std::pair<const char*, uint64_t> host_paths[] = {
-      {"/proc", kProc},
-      {"/dev/null", kBasicDevice},
-      {"/dev/zero", kBasicDevice},
-      {"/dev/full", kBasicDevice},
-      {"/dev/random", kBasicDevice},
-      {"/dev/urandom", kBasicDevice},
-  };
-  for (const auto& [path, access] :
-       jailed ? std::span<const std::pair<const char*, uint64_t>>(jailed_paths)
-              : std::span<const std::pair<const char*, uint64_t>>(host_paths)) {
+  std::vector<std::pair<std::string, uint64_t>> runtime{{"/proc", kProc}};
+  if (jailed) {
+    runtime.emplace_back("/dev", kReadDir | kBasicDevice);
+  } else {
+    for (const char* name : jail::kBasicDevices) {
+      runtime.emplace_back(std::string("/dev/") + name, kBasicDevice);
+    }
+  }
+  for (const auto& [path, access] : runtime) {
     UniqueFd fd(paths::open_no_symlinks(AT_FDCWD, path, O_PATH, false));
     if (!fd) {
       if (errno == ENOENT) continue;
-      return Status(Step::kLandlock, errno, std::string("open ") + path + " for its rule");
+      return Status(Step::kLandlock, errno, "open " + path + " for its rule");
     }
     rules.push_back({std::move(fd), access});
   }

@@ -156,7 +156,8 @@ Status record_launch(audit::Trail& trail, const protocol::LaunchRequest& req, pi
 // process then exits at once, running no code that touches memory the child uses: every
 // signal is blocked across the clone (no handler can run on the way out), the kernel writes
 // the child's pid for it (CLONE_PARENT_SETTID), and the exit clears no tid word
-// (set_tid_address(NULL)).
+// (set_tid_address(NULL)). Until it is gone the kernel may still write the CPU number into
+// its rseq area, in the shared thread-local storage; nothing in the child reads it.
 class Pid1 {
  public:
   using Body = Status (*)(void* context, pid_t host_pid);
@@ -174,14 +175,14 @@ class Pid1 {
     // process's own calls after the clone run below this frame, the child's above: apart.
     alignas(64) char stack[128 * 1024];
     Pid1 start{body, context, &trail, &seen};
-    sigset_t all;
+    sigset_t all, previous;
     sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, &start.mask_);
+    sigprocmask(SIG_SETMASK, &all, &previous);
     int pid = clone(&Pid1::entry, stack + sizeof(stack),
                     CLONE_VM | CLONE_PARENT | CLONE_PARENT_SETTID, &start, &start.pid_);
     if (pid < 0) {
       const int err = errno;
-      sigprocmask(SIG_SETMASK, &start.mask_, nullptr);
+      sigprocmask(SIG_SETMASK, &previous, nullptr);
       return Status(Step::kForkPidNamespace, err, "clone into the PID namespace");
     }
     // The child reports its own pid (PID_REPORT) and everything after. syscall() touches only
@@ -195,9 +196,11 @@ class Pid1 {
        const std::optional<protocol::LaunchRequest>* seen)
       : body_(body), context_(context), trail_(trail), seen_(seen) {}
 
+  // Every signal stays blocked in pid 1 (its dispositions are the defaults, which a namespace's
+  // init would not act on): init::run waits for the forwarded ones, and the VMM starts with
+  // an empty mask.
   static int entry(void* arg) {
     auto* self = static_cast<Pid1*>(arg);
-    sigprocmask(SIG_SETMASK, &self->mask_, nullptr);
     Status st = self->body_(self->context_, self->pid_);
     // The body returns only on a failure before the VMM's start, with nothing sent yet: the
     // supervisor learns this process's pid (to reap it) ahead of the ERROR.
@@ -212,7 +215,6 @@ class Pid1 {
   audit::Trail* trail_;
   const std::optional<protocol::LaunchRequest>* seen_;
   pid_t pid_ = 0;  // written by the kernel before the child runs
-  sigset_t mask_;
 };
 
 // Pid1::start for a callable: body(pid) runs in the child.
@@ -223,24 +225,18 @@ Status start_pid1(F& body, audit::Trail& trail,
                      seen);
 }
 
-// The jail's entries: the sandbox dir, the images, files.read_only, files.read_write and the
-// API socket's directory (bound like a read_write entry unless it is one), files.devices.
-std::vector<jail::Entry> jail_entries(const protocol::LaunchRequest& req,
-                                      const validate::OpenedFiles& files, int sandbox_fd) {
+// The jail's entries beyond the sandbox dir: the images, files.read_only, files.read_write
+// and the API socket's directory (bound like a read_write entry), files.devices.
+std::vector<jail::Entry> jail_entries(const validate::OpenedFiles& files) {
   std::vector<jail::Entry> entries;
-  entries.push_back({req.sandbox_dir, sandbox_fd, jail::kMoveMount});
   for (const auto& o : files.images_ro)
     entries.push_back({o.path, o.fd.get(), jail::kImageReadOnly});
   for (const auto& o : files.images_rw) entries.push_back({o.path, o.fd.get(), jail::kReadWrite});
   for (const auto& o : files.read_only) entries.push_back({o.path, o.fd.get(), jail::kReadOnly});
   for (const auto& o : files.read_write) entries.push_back({o.path, o.fd.get(), jail::kReadWrite});
   if (files.api_socket_dir) {
-    bool listed = false;
-    for (const auto& o : files.read_write) listed |= o.path == files.api_socket_dir->path;
-    if (!listed) {
-      entries.push_back(
-          {files.api_socket_dir->path, files.api_socket_dir->fd.get(), jail::kReadWrite});
-    }
+    entries.push_back(
+        {files.api_socket_dir->path, files.api_socket_dir->fd.get(), jail::kReadWrite});
   }
   for (const auto& o : files.devices) entries.push_back({o.path, o.fd.get(), jail::kDevice});
   return entries;
@@ -265,19 +261,20 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   const validate::Caller who{caller.uid, caller.gid};
   const pid_t vm_pid = getpid();  // without a PID namespace the VMM keeps this pid
 
-  // 1. Everything checkable is checked before any namespace or mount changes: the request,
-  // the VMM (opened here and executed from this fd), the files, the Landlock layer.
+  // 1. The request, the VMM (opened here and executed from this fd) and the Landlock layer are
+  // checked before any namespace or mount changes; `files` is checked where it is used, in the
+  // private mount namespace (step 6), since nothing before it is seen outside this process.
   auto place = validate::check_request(req, policy.value(), who, dgram.value().fds.size());
   if (!place.ok()) return place.status();
   auto vmm = exec::open_vmm(req.vmm);
   if (!vmm.ok()) return vmm.status();
-  if (auto checked = validate::open_files(req, policy.value(), who); !checked.ok()) {
-    return checked.status();
-  }
   auto landlock_abi = landlock::plan(policy.value().landlock, landlock::kernel_abi());
   if (!landlock_abi.ok()) return landlock_abi.status();
-  // 2. The VMM leads its own session and process group: the supervisor signals -pid.
-  if (Status st = set_sid(); !st.ok()) return st;
+  // 2. The VMM leads its own session and process group: the supervisor signals -pid. (With a
+  // PID namespace the init does, at 8c.)
+  if (!req.pid_namespace) {
+    if (Status st = set_sid(); !st.ok()) return st;
+  }
   // 3. The VMM dies with the supervisor.
   if (Status st = arm_parent_death_signal(caller, false); !st.ok()) return st;
   // 4. The audit socket first, so it stays in the helper's own netns. Then join the netns
@@ -298,8 +295,8 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
     if (Status st = netns::remount_sys(); !st.ok()) return st;
     if (Status st = netns::bind_etc_files(*req.netns); !st.ok()) return st;
   }
-  // The files again, opened and checked in this namespace: the jail's binds are clones of
-  // these fds, and open_tree clones only mounts of the caller's own mount namespace.
+  // The files, opened and checked in this namespace (step validate_request): the jail's binds
+  // are clones of these fds, and open_tree clones only mounts of the caller's own namespace.
   auto files = validate::open_files(req, policy.value(), who);
   if (!files.ok()) return files.status();
   // 7. The caller's sandbox dir, no symlinks, with a tmpfs mounted through its fd. In a jail
@@ -314,20 +311,22 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   // 8. The links, relative to the tmpfs fd.
   if (Status st = dir.value().create_links(req.links); !st.ok()) return st;
   // 8b. The jail: everything the VMM may see bound into a fresh root, which it enters. From
-  // here the sandbox dir is the one inside the jail.
-  UniqueFd jail_cwd;
+  // here the sandbox dir's tmpfs is inside the jail.
   if (req.jail) {
-    auto cwd = jail::enter(jail_entries(req, files.value(), dir.value().mount_fd()), req.read_only,
-                           req.sandbox_dir);
-    if (!cwd.ok()) return cwd.status();
-    jail_cwd = cwd.take();
+    const jail::Entry sandbox{req.sandbox_dir, dir.value().mount_fd(), 0};
+    if (Status st = jail::enter(sandbox, jail_entries(files.value()), req.read_only); !st.ok()) {
+      return st;
+    }
   }
   // 9. and 10., in the process that becomes the VMM, or (with a PID namespace) in its init:
-  // limits; the audit record while CAP_AUDIT_WRITE is held; then privilege goes:
-  // capabilities, no_new_privs, the syscall filter, and the Landlock layer inside it. Then
-  // cwd, the exact fd set, and the exec from the fd checked in step 1. The helper's own fds
-  // move above every number the caller may name first, so no passed fd can take their place.
+  // the helper's own fds move above every number the caller may name, so no passed fd can
+  // take their place (before the limits, which may be lower than those numbers); limits; the
+  // audit record while CAP_AUDIT_WRITE is held; then privilege goes: capabilities,
+  // no_new_privs, the syscall filter, and the Landlock layer inside it. Then cwd, the exact
+  // fd set and the exec from the fd checked in step 1.
   auto confine_and_start = [&](mounts::SandboxDir& sandbox, pid_t pid) -> Status {
+    if (Status st = fds::lift_above_targets(vmm.value().fd); !st.ok()) return st;
+    if (Status st = sandbox.lift_fds(); !st.ok()) return st;
     if (Status st = set_rlimits(policy.value()); !st.ok()) return st;
     if (Status st = record_launch(trail, req, pid, policy.value().audit, landlock_abi.value());
         !st.ok()) {
@@ -343,12 +342,7 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
     }
     auto confinement =
         protocol::encode(protocol::ConfinementReport{static_cast<uint32_t>(landlock_abi.value())});
-    if (Status st = chdir_sandbox(jail_cwd ? jail_cwd.get() : sandbox.mount_fd()); !st.ok()) {
-      return st;
-    }
-    jail_cwd.reset();
-    if (Status st = fds::lift_above_targets(vmm.value().fd); !st.ok()) return st;
-    if (Status st = sandbox.lift_fds(); !st.ok()) return st;
+    if (Status st = chdir_sandbox(sandbox.mount_fd()); !st.ok()) return st;
     if (Status st = fds::prepare_exec_fds(dgram.value().fds, req.pass_fd_targets); !st.ok()) {
       return st;
     }
@@ -375,7 +369,7 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
     mounts::SandboxDir sandbox = std::move(dir.value());  // undone by this process on failure
     if (setsid() < 0) return Status(Step::kSetsid, errno, "setsid in the PID namespace");
     if (Status st = arm_parent_death_signal(caller, true); !st.ok()) return st;
-    if (Status st = req.jail ? jail::mount_proc() : mounts::mount_proc(); !st.ok()) return st;
+    if (Status st = mounts::mount_proc(req.jail); !st.ok()) return st;
     return confine_and_start(sandbox, host_pid);
   };
   return start_pid1(pid1, trail, seen);

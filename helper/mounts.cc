@@ -20,9 +20,19 @@ Status make_mounts_private(bool slave) {
   return {};
 }
 
-Status mount_proc() {
-  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
-    return Status(Step::kMountProc, errno, "mount proc on /proc");
+Status mount_proc(bool pids_only) {
+  UniqueFd fs(fsopen("proc", FSOPEN_CLOEXEC));
+  if (!fs) return Status(Step::kMountProc, errno, "fsopen proc");
+  // Older kernels do not know subset=pid: the procfs then shows its usual files too.
+  if (pids_only) (void)fsconfig(fs.get(), FSCONFIG_SET_STRING, "subset", "pid", 0);
+  if (fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
+    return Status(Step::kMountProc, errno, "create procfs");
+  }
+  UniqueFd mnt(
+      fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
+  if (!mnt) return Status(Step::kMountProc, errno, "fsmount procfs");
+  if (move_mount(mnt.get(), "", AT_FDCWD, "/proc", MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    return Status(Step::kMountProc, errno, "move_mount procfs onto /proc");
   }
   return {};
 }

@@ -17,8 +17,10 @@ namespace sbx::mounts {
 // Makes "/" recursively private (or slave), so nothing mounted here reaches the host.
 Status make_mounts_private(bool slave);
 
-// Mounts a procfs of the current PID namespace on /proc.
-Status mount_proc();
+// Mounts a fresh procfs of the calling process's PID namespace on /proc (nosuid, nodev,
+// noexec); `pids_only` (a jail's): subset=pid where the kernel has it. Called by the
+// namespace's pid 1: a procfs shows the PID namespace of the process that mounts it.
+Status mount_proc(bool pids_only);
 
 // The sandbox dir: a direct child of a sandbox root, reached with no symlink anywhere.
 class SandboxDir {
@@ -28,7 +30,7 @@ class SandboxDir {
   static Result<SandboxDir> make(const std::string& root, const std::string& name, uid_t uid);
 
   // A jail's sandbox dir: nothing on the host. Its tmpfs stays detached, and the jail attaches
-  // that very mount at the sandbox dir's path inside it (jail::kMoveMount); no process outside
+  // that very mount at the sandbox dir's path inside it (jail::enter); no process outside
   // the jail could see anything at the host path anyway.
   static SandboxDir detached() { return SandboxDir(); }
 

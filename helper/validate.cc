@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "common/names.h"
@@ -178,7 +179,10 @@ Result<SandboxPlace> check_request(const protocol::LaunchRequest& req, const pol
     for (size_t j = 0; j < i; ++j) {
       if (req.links[j].name == link.name) return refuse(EINVAL, "link " + link.name + " twice");
     }
-    if (Status st = check_link_target(link.name, link.target, policy); !st.ok()) return st;
+    // With `files`, open_files opens (and so checks) every link target where it is used.
+    if (!req.files) {
+      if (Status st = check_link_target(link.name, link.target, policy); !st.ok()) return st;
+    }
   }
 
   if (req.jail && policy.jail == policy::JailMode::kOff) {
@@ -218,7 +222,9 @@ Result<OpenedFiles> open_files(const protocol::LaunchRequest& req, const policy:
     if (!fd.ok()) return fd.status();
     out.read_write.push_back({path, fd.take()});
   }
-  if (req.api_socket_dir) {
+  // A socket's directory that is also a read_write entry is that entry, opened once.
+  if (req.api_socket_dir && std::find(req.read_write.begin(), req.read_write.end(),
+                                      *req.api_socket_dir) == req.read_write.end()) {
     auto fd = open_caller_dir("the API socket's directory", *req.api_socket_dir, policy, caller);
     if (!fd.ok()) return fd.status();
     out.api_socket_dir = OpenedPath{*req.api_socket_dir, fd.take()};

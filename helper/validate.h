@@ -29,7 +29,8 @@ struct SandboxPlace {
 
 // Every lexical and policy rule: id, VMM allowlist, env names, sandbox dir placement, netns
 // name and glob, link names, link targets (opened beneath an image root with no symlinks,
-// regular files), passed fd count, and uid 0 unless the policy allows it.
+// regular files; with `files`, left to open_files, which opens them), passed fd count, and
+// uid 0 unless the policy allows it.
 Result<SandboxPlace> check_request(const protocol::LaunchRequest& request,
                                    const policy::Policy& policy, const Caller& caller,
                                    size_t received_fds);
@@ -46,7 +47,8 @@ struct OpenedFiles {
   std::vector<OpenedPath> devices;           // character devices beneath /dev that the policy lists
   std::vector<OpenedPath> read_only;         // in or beneath a policy read_only entry, root-owned
   std::vector<OpenedPath> read_write;        // caller-owned dirs directly under a sandbox root
-  std::optional<OpenedPath> api_socket_dir;  // checked like a read_write entry
+  // Checked like a read_write entry; empty when it is one of them (opened once, there).
+  std::optional<OpenedPath> api_socket_dir;
   std::vector<OpenedPath> images_ro;         // link targets other than rootfs.ext4
   std::vector<OpenedPath> images_rw;         // the rootfs.ext4 link's target
 };

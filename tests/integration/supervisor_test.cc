@@ -15,9 +15,9 @@
 #include <chrono>
 #include <cstring>
 #include <iostream>
-#include <thread>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/unique_fd.h"
