@@ -241,6 +241,7 @@ TEST_F(FilesRefusalsTest, FifoNamedAsAnImage) {
   ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
   auto args = files_args("img-fifo");
   args.jail = true;
+  args.pid_namespace = true;  // a jail needs one
   for (auto& link : args.links) {
     if (link.first == "vmlinux") link.second = fifo;
   }
@@ -258,6 +259,7 @@ TEST_F(FilesRefusalsTest, SocketNamedAsAnImage) {
   ASSERT_EQ(bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   auto args = files_args("img-socket");
   args.jail = true;
+  args.pid_namespace = true;  // a jail needs one
   for (auto& link : args.links) {
     if (link.first == "rootfs.ext4") link.second = sock;
   }

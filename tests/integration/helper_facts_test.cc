@@ -331,6 +331,21 @@ TEST_F(HelperFactsTest, RlimitNofileComesFromThePolicy) {
   stop_probe(env(), run);
 }
 
+// A limit below the numbers the helper keeps its own fds at (256 and up) still launches, with
+// and without a PID namespace: the helper moves its fds before it lowers the limit.
+TEST_F(HelperFactsTest, ALowRlimitNofileStillLaunches) {
+  PolicySpec policy = env().default_policy();
+  policy.rlimit_nofile = 64;
+  ScopedPolicy scoped(env(), policy);
+  for (bool pidns : {false, true}) {
+    auto args = env().probe_args(pidns ? "rlimit-low-pidns" : "rlimit-low");
+    args.pid_namespace = pidns;
+    ProbeRun run = start_probe(env(), args);
+    EXPECT_EQ(json_ints(run.report, "rlimit_nofile"), (std::vector<int64_t>{64, 64}));
+    stop_probe(env(), run);
+  }
+}
+
 // The helper resets signal dispositions and the mask: a caller's SIG_IGN does not reach the VMM.
 TEST_F(HelperFactsTest, SignalDispositionsAreReset) {
   auto args = env().probe_args("signals");
