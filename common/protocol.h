@@ -174,10 +174,6 @@ struct Datagram {
   bool eof = false;  // the peer closed its end; bytes and fds are empty
 };
 
-// The pid a pidfd (VMM_STARTED's) refers to, in the calling process's PID namespace: the
-// "Pid:" line of /proc/self/fdinfo/FD. -1 when it cannot be read or the process is gone.
-pid_t pid_of_pidfd(int pidfd);
-
 // Sends one message with optional fds (SCM_RIGHTS). Retries EINTR.
 Status send_datagram(int sock, std::span<const uint8_t> bytes, std::span<const int> fds, Step step);
 

@@ -15,14 +15,10 @@
 #include <cstring>
 #include <sstream>
 
+#include "supervisor/clock.h"
+
 namespace sbx::supervisor {
 namespace {
-
-int64_t now_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 std::string errno_text(int err) {
   return std::strerror(err);

@@ -55,8 +55,10 @@ std::string name_in(const char* db, unsigned id) {
   return std::to_string(id);
 }
 
-std::string user_name() {
-  return name_in("/etc/passwd", geteuid());
+// Read once: every check names the user.
+const std::string& user_name() {
+  static const std::string name = name_in("/etc/passwd", geteuid());
+  return name;
 }
 
 std::string group_name(gid_t gid) {

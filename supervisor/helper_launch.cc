@@ -16,6 +16,8 @@
 #include <cstring>
 #include <string>
 
+#include "common/pidfd.h"
+
 namespace sbx::supervisor {
 namespace {
 
@@ -219,7 +221,7 @@ Launched launch_helper(const std::string& helper_path, const protocol::LaunchReq
         out.failure = failure("control_socket", EPROTO, "unexpected VMM_STARTED");
         break;
       }
-      out.reported_pid = protocol::pid_of_pidfd(d.value().fds[0].get());
+      out.reported_pid = pid_of_pidfd(d.value().fds[0].get());
       // The init holds the VMM unreaped until this ack, so the pid read above is its own.
       (void)protocol::send_datagram(ours.get(), protocol::encode(protocol::StartedAck{}), {},
                                     Step::kReadRequest);

@@ -25,6 +25,7 @@
 #include "supervisor/logging.h"
 #include "supervisor/stop_ladder.h"
 #include "supervisor/vmm_api.h"
+#include "supervisor/clock.h"
 
 #ifndef PIDFD_SIGNAL_PROCESS_GROUP
 #define PIDFD_SIGNAL_PROCESS_GROUP (1UL << 2)
@@ -41,12 +42,6 @@ constexpr int kOrphanReapMs = 1000;
 constexpr int kCgroupKillMs = 1000;
 constexpr int kCgroupEmptyMs = 2000;
 constexpr int kCgroupRemoveMs = 500;
-
-int64_t now_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 bool socket_accepts(const std::string& path) {
   UniqueFd s(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));

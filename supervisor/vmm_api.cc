@@ -11,17 +11,12 @@
 #include <cstring>
 
 #include "common/unique_fd.h"
+#include "supervisor/clock.h"
 
 namespace sbx::supervisor {
 namespace {
 
 constexpr size_t kMaxResponse = 64 * 1024;
-
-int64_t now_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 // A non-blocking unix stream connection whose every operation honours one deadline.
 class DeadlineSocket {

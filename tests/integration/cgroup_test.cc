@@ -37,22 +37,9 @@ namespace {
 namespace json = boost::json;
 using std::chrono::milliseconds;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
-
 std::string trimmed(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
-}
-
-std::string events_text(const std::vector<json::object>& events) {
-  std::string out;
-  for (const auto& ev : events) out += json::serialize(ev) + "\n";
-  return out;
 }
 
 class CgroupRunTest : public SupervisorEnvTest {
@@ -166,7 +153,7 @@ TEST_F(CgroupRunTest, VmmAndChildrenRunInTheSandboxCgroupWhichIsRemovedWithUsage
   ASSERT_EQ(children.size(), 2u);
   for (int64_t c : children) EXPECT_EQ(cgroup_of(static_cast<pid_t>(c)), inside) << "pid " << c;
   EXPECT_EQ(cgroup_of(run->pid()), cgroup_->proc_path(cgroup_->leaf()));
-  EXPECT_EQ(trimmed(slurp(cgroup_->parent() + "/cgroup.procs")), "") << "the parent holds none";
+  EXPECT_EQ(trimmed(read_text_or_empty(cgroup_->parent() + "/cgroup.procs")), "") << "the parent holds none";
   ASSERT_TRUE(wait_sigterm_disposition({vmm}, /*ignored=*/false));
 
   run->terminate();
@@ -179,7 +166,7 @@ TEST_F(CgroupRunTest, VmmAndChildrenRunInTheSandboxCgroupWhichIsRemovedWithUsage
   const json::object& usage = exited.at("usage").as_object();
   ASSERT_TRUE(usage.at("cpu_usec").is_number()) << json::serialize(exited);
   EXPECT_GE(usage.at("cpu_usec").to_number<int64_t>(), 250000) << json::serialize(exited);
-  const std::string controllers = slurp(cgroup_->parent() + "/cgroup.controllers");
+  const std::string controllers = read_text_or_empty(cgroup_->parent() + "/cgroup.controllers");
   if (controllers.find("memory") == std::string::npos) {
     EXPECT_TRUE(usage.at("memory_peak_bytes").is_null());
     EXPECT_TRUE(usage.at("oom_kills").is_null());
@@ -249,16 +236,16 @@ TEST_F(CgroupRunTest, SetsidEscapeeIsGoneAfterTheStopWithoutCgroupKill) {
 // memory_max needs the memory controller, which this machine's cgroup2 lacks (it is bound to
 // v1): refused naming it, before anything is spawned, and the parent's subtree_control kept.
 TEST_F(CgroupRunTest, MemoryMaxIsRefusedNamingTheMemoryControllerAndNothingIsSpawned) {
-  const std::string controllers = slurp(cgroup_->parent() + "/cgroup.controllers");
+  const std::string controllers = read_text_or_empty(cgroup_->parent() + "/cgroup.controllers");
   ASSERT_EQ(controllers.find("memory"), std::string::npos)
       << "this machine's cgroup2 has the memory controller: the refusal cannot be shown here";
-  const std::string subtree = slurp(cgroup_->parent() + "/cgroup.subtree_control");
+  const std::string subtree = read_text_or_empty(cgroup_->parent() + "/cgroup.subtree_control");
   ProbeSpec spec = cgroup_probe("memory", {}, json::object{{"memory_max", 268435456}});
   std::string detail = expect_refused(spec, EOPNOTSUPP);
   EXPECT_NE(detail.find("the memory controller"), std::string::npos) << detail;
   EXPECT_NE(detail.find("cgroup.memory_max"), std::string::npos) << detail;
   EXPECT_NE(detail.find(cgroup_->parent() + "/cgroup.controllers"), std::string::npos) << detail;
-  EXPECT_EQ(slurp(cgroup_->parent() + "/cgroup.subtree_control"), subtree);
+  EXPECT_EQ(read_text_or_empty(cgroup_->parent() + "/cgroup.subtree_control"), subtree);
 }
 
 TEST_F(CgroupRunTest, AParentHoldingAProcessIsRefused) {
@@ -331,7 +318,7 @@ TEST_F(CgroupRunTest, DoctorReportsThisMachineAndItsJsonParses) {
   EXPECT_EQ(status("dev.kvm"), kvm ? "ok" : "fail") << detail("dev.kvm");
   EXPECT_EQ(status("dev.net_tun"), test_user_may_rw("/dev/net/tun") ? "ok" : "warn");
   const bool uffd = test_user_may_rw("/dev/userfaultfd") ||
-                    trimmed(slurp("/proc/sys/vm/unprivileged_userfaultfd")) == "1";
+                    trimmed(read_text_or_empty("/proc/sys/vm/unprivileged_userfaultfd")) == "1";
   EXPECT_EQ(status("userfaultfd"), uffd ? "ok" : "warn") << detail("userfaultfd");
 
   const long abi =
@@ -346,17 +333,17 @@ TEST_F(CgroupRunTest, DoctorReportsThisMachineAndItsJsonParses) {
   if (stat("/proc/sys/kernel/yama/ptrace_scope", &st) != 0) {
     EXPECT_EQ(status("yama.ptrace_scope"), "warn");
   } else {
-    std::string scope = trimmed(slurp("/proc/sys/kernel/yama/ptrace_scope"));
+    std::string scope = trimmed(read_text_or_empty("/proc/sys/kernel/yama/ptrace_scope"));
     EXPECT_EQ(status("yama.ptrace_scope"), scope == "0" ? "warn" : "ok");
   }
 
   EXPECT_EQ(status("cgroup.v2_mount"), "ok");
   EXPECT_NE(detail("cgroup.v2_mount").find("cgroup2 at " + cgroup_->mount()), std::string::npos);
-  std::string mount_controllers = trimmed(slurp(cgroup_->mount() + "/cgroup.controllers"));
+  std::string mount_controllers = trimmed(read_text_or_empty(cgroup_->mount() + "/cgroup.controllers"));
   EXPECT_NE(detail("cgroup.v2_mount").find("controllers: " + mount_controllers), std::string::npos)
       << detail("cgroup.v2_mount");
   EXPECT_EQ(status("cgroup.parent"), "ok") << detail("cgroup.parent");
-  std::string parent_controllers = trimmed(slurp(cgroup_->parent() + "/cgroup.controllers"));
+  std::string parent_controllers = trimmed(read_text_or_empty(cgroup_->parent() + "/cgroup.controllers"));
   EXPECT_NE(detail("cgroup.parent")
                 .find("available: " +
                       (parent_controllers.empty() ? std::string("none") : parent_controllers)),

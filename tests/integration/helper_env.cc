@@ -24,6 +24,15 @@
 #include <thread>
 
 namespace sbx::it {
+
+std::string read_text_or_empty(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return {};
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -146,14 +155,6 @@ void reap_orphans() {
 
 void kill_test_user_processes() {
   for (pid_t pid : HelperEnv::test_user_processes()) kill(pid, SIGKILL);
-}
-
-std::string read_text_or_empty(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return {};
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // Puts `text` at `path` atomically (root 0644): the helper never sees a half-written policy.

@@ -22,6 +22,9 @@
 
 namespace sbx::it {
 
+// The whole file, or "" when it cannot be read.
+std::string read_text_or_empty(const std::string& path);
+
 inline constexpr uid_t kTestUid = 64123;
 inline constexpr gid_t kTestGid = 64123;
 inline constexpr std::chrono::milliseconds kTimeout = std::chrono::seconds(10);

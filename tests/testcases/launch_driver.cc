@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/pidfd.h"
 #include "common/protocol.h"
 #include "common/unique_fd.h"
 
@@ -203,7 +204,7 @@ int main(int argc, char** argv) {
     }
     if (std::holds_alternative<protocol::VmmStarted>(msg.value())) {
       // PID namespace: the init executed the VMM; its pidfd names the VMM's pid as seen here.
-      if (d.value().fds.size() == 1) vmm_pid = protocol::pid_of_pidfd(d.value().fds[0].get());
+      if (d.value().fds.size() == 1) vmm_pid = sbx::pid_of_pidfd(d.value().fds[0].get());
       started = true;
       (void)protocol::send_datagram(ours.get(), protocol::encode(protocol::StartedAck{}), {},
                                     sbx::Step::kReadRequest);
