@@ -180,18 +180,13 @@ CgroupUsage read_cgroup_usage(int cgroup_fd) {
   return u;
 }
 
-std::variant<SandboxCgroup, CgroupError> SandboxCgroup::create(const CgroupSpec& spec,
-                                                               const std::string& id,
-                                                               Options options) {
-  const std::string& parent = spec.parent;
-  if (parent.empty()) {
-    return CgroupError{EINVAL, "cgroup.parent: none given (in the spec or --cgroup-parent)"};
-  }
+std::optional<CgroupError> check_cgroup_parent(const std::string& parent, bool require_cgroup2,
+                                               UniqueFd* opened) {
   UniqueFd parent_fd(open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!parent_fd) return error(errno, "cgroup.parent: open " + parent);
   struct statfs fs;
   if (fstatfs(parent_fd.get(), &fs) != 0) return error(errno, "cgroup.parent: statfs " + parent);
-  if (options.require_cgroup2 && fs.f_type != CGROUP2_SUPER_MAGIC) {
+  if (require_cgroup2 && fs.f_type != CGROUP2_SUPER_MAGIC) {
     std::ostringstream why;
     why << "cgroup.parent: " << parent << " is not on a cgroup2 mount (filesystem type 0x"
         << std::hex << fs.f_type << "; cgroup v1 is not supported)";
@@ -212,6 +207,19 @@ std::variant<SandboxCgroup, CgroupError> SandboxCgroup::create(const CgroupSpec&
                                   std::to_string(held.front()) +
                                   "): a parent must hold none; move them to a leaf cgroup"};
   }
+  if (opened != nullptr) *opened = std::move(parent_fd);
+  return std::nullopt;
+}
+
+std::variant<SandboxCgroup, CgroupError> SandboxCgroup::create(const CgroupSpec& spec,
+                                                               const std::string& id,
+                                                               Options options) {
+  const std::string& parent = spec.parent;
+  if (parent.empty()) {
+    return CgroupError{EINVAL, "cgroup.parent: none given (in the spec or --cgroup-parent)"};
+  }
+  UniqueFd parent_fd;
+  if (auto e = check_cgroup_parent(parent, options.require_cgroup2, &parent_fd)) return *e;
   const std::vector<std::string> needed = cgroup_controllers_needed(spec);
   if (!needed.empty()) {
     auto available_text = read_at(parent_fd.get(), "cgroup.controllers");

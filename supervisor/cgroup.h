@@ -24,6 +24,14 @@ struct CgroupError {
   std::string detail;
 };
 
+// The checks a sandboxes' parent must pass, the same for `run` and `doctor`: it opens, is on
+// cgroup2 (when `require_cgroup2`), is writable by this user (delegated), and holds no process
+// of its own. Errors start "cgroup.parent: " and name the path; ENOENT or EACCES (open),
+// EINVAL (not cgroup2), EACCES (not delegated), EBUSY (processes). On success `*opened` (when
+// not null) is the parent's fd.
+std::optional<CgroupError> check_cgroup_parent(const std::string& parent, bool require_cgroup2,
+                                               UniqueFd* opened);
+
 // One limit as the kernel takes it: `value` written to `file`, which `controller` provides.
 struct CgroupLimitFile {
   std::string controller;

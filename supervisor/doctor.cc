@@ -373,36 +373,19 @@ void check_cgroup(const DoctorOptions& o, std::vector<DoctorCheck>* out) {
                                p + "/cgroup.subtree_control " + p +
                                "/cgroup.threads (or run the manager with systemd "
                                "Delegate=yes; see sbx-supervisor(1))";
-  struct statfs fs;
-  if (statfs(p.c_str(), &fs) != 0) {
-    out->push_back(problem("cgroup.parent", true, p + ": " + std::strerror(errno),
-                           "sudo mkdir " + p + " && " + delegate));
-    return;
-  }
-  if (fs.f_type != CGROUP2_SUPER_MAGIC) {
-    out->push_back(problem("cgroup.parent", true, p + " is not on a cgroup2 mount",
-                           "use a directory under " + m.point));
-    return;
-  }
-  std::vector<std::string> not_writable;
-  for (const char* f : {"", "/cgroup.procs", "/cgroup.subtree_control", "/cgroup.threads"}) {
-    if (!writable(p + f)) not_writable.push_back(p + f);
-  }
-  if (!not_writable.empty()) {
-    std::string list;
-    for (const auto& f : not_writable) list += (list.empty() ? "" : ", ") + f;
-    out->push_back(problem("cgroup.parent", true,
-                           "not delegated to " + user_name() + ": not writable: " + list,
-                           delegate));
-    return;
-  }
-  std::string procs = trim(read_file(p + "/cgroup.procs").value_or(""));
-  if (!procs.empty()) {
-    out->push_back(problem("cgroup.parent", true,
-                           p + " holds processes of its own (" + procs.substr(0, procs.find('\n')) +
-                               ", ...): a parent must hold none",
-                           "move them to a leaf: mkdir " + p + "/manager && echo PID > " + p +
-                               "/manager/cgroup.procs"));
+  // The same checks `run` makes (check_cgroup_parent), each failure with its fix.
+  if (auto e = check_cgroup_parent(p, true, nullptr)) {
+    std::string fix = delegate;
+    if (e->err == ENOENT) fix = "sudo mkdir " + p + " && " + delegate;
+    if (e->err == EINVAL) fix = "use a directory under " + m.point;
+    if (e->err == EBUSY) {
+      fix = "move them to a leaf: mkdir " + p + "/manager && echo PID > " + p +
+            "/manager/cgroup.procs";
+    }
+    const std::string prefix = "cgroup.parent: ";  // the check's own name, already said
+    std::string why = e->detail;
+    if (why.starts_with(prefix)) why.erase(0, prefix.size());
+    out->push_back(problem("cgroup.parent", true, why, fix));
     return;
   }
   std::string available = trim(read_file(p + "/cgroup.controllers").value_or(""));
