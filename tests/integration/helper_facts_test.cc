@@ -394,9 +394,12 @@ TEST_F(HelperFactsTest, PidNamespaceRunsTheVmmUnderAForwardingInit) {
   EXPECT_NE(cap_eff.find("0000000000000000"), std::string::npos) << cap_eff;
   EXPECT_NE(cap_prm.find("0000000000000000"), std::string::npos) << cap_prm;
   struct stat st;
-  // A non-dumpable process's /proc/PID files belong to root.
+  // A non-dumpable process's /proc/PID files belong to root; the control is the VMM, the
+  // same user's dumpable process in the same namespace, whose files are the user's.
   ASSERT_EQ(stat(("/proc/" + std::to_string(init) + "/mem").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 0u);
+  ASSERT_EQ(stat(("/proc/" + std::to_string(run.launch.vmm_pid()) + "/mem").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, static_cast<uid_t>(kTestUid));
   stop_probe(env(), run);
 }
 
