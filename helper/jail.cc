@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/names.h"
+#include "helper/mounts.h"
 #include "helper/paths.h"
 
 namespace sbx::jail {
@@ -181,16 +182,9 @@ Status enter(const Entry& sandbox, const std::vector<Entry>& entries,
   }
   // The new root: a small tmpfs, attached over /tmp of this private mount namespace (any
   // directory would do: the old tree is detached below and the host never sees it).
-  UniqueFd fs(fsopen("tmpfs", FSOPEN_CLOEXEC));
-  if (!fs) return fail(Step::kBuildJail, errno, "fsopen tmpfs");
-  if (fsconfig(fs.get(), FSCONFIG_SET_STRING, "size", "1m", 0) != 0 ||
-      fsconfig(fs.get(), FSCONFIG_SET_STRING, "mode", "0755", 0) != 0 ||
-      fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
-    return fail(Step::kBuildJail, errno, "create the jail's tmpfs");
-  }
-  UniqueFd root(
-      fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
-  if (!root) return fail(Step::kBuildJail, errno, "fsmount the jail's tmpfs");
+  auto made = mounts::make_tmpfs(Step::kBuildJail, {{"size", "1m"}, {"mode", "0755"}});
+  if (!made.ok()) return made.status();
+  UniqueFd root = made.take();
   UniqueFd over(paths::open_no_symlinks(AT_FDCWD, "/tmp", O_PATH | O_DIRECTORY, false));
   if (!over) return fail(Step::kBuildJail, errno, "open /tmp to attach the jail's root");
   if (move_mount(root.get(), "", over.get(), "",

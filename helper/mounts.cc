@@ -74,22 +74,31 @@ SandboxDir::~SandboxDir() {
   unlinkat(root_fd_.get(), name_.c_str(), AT_REMOVEDIR);
 }
 
-Status SandboxDir::mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid) {
+Result<UniqueFd> make_tmpfs(Step step,
+                            std::initializer_list<std::pair<const char*, std::string>> options) {
   UniqueFd fs(fsopen("tmpfs", FSOPEN_CLOEXEC));
-  if (!fs) return Status(Step::kMountTmpfs, errno, "fsopen tmpfs");
-  auto set = [&](const char* key, const std::string& value) {
-    return fsconfig(fs.get(), FSCONFIG_SET_STRING, key, value.c_str(), 0) == 0;
-  };
-  if (!set("size", std::to_string(size_mb) + "m") || !set("mode", "0700") ||
-      !set("uid", std::to_string(uid)) || !set("gid", std::to_string(gid))) {
-    return Status(Step::kMountTmpfs, errno, "fsconfig tmpfs options");
+  if (!fs) return Status(step, errno, "fsopen tmpfs");
+  for (const auto& [key, value] : options) {
+    if (fsconfig(fs.get(), FSCONFIG_SET_STRING, key, value.c_str(), 0) != 0) {
+      return Status(step, errno, std::string("fsconfig tmpfs ") + key + "=" + value);
+    }
   }
   if (fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
-    return Status(Step::kMountTmpfs, errno, "create tmpfs");
+    return Status(step, errno, "create tmpfs");
   }
   UniqueFd mnt(
       fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
-  if (!mnt) return Status(Step::kMountTmpfs, errno, "fsmount tmpfs");
+  if (!mnt) return Status(step, errno, "fsmount tmpfs");
+  return mnt;
+}
+
+Status SandboxDir::mount_tmpfs(uint64_t size_mb, uid_t uid, gid_t gid) {
+  auto made = make_tmpfs(Step::kMountTmpfs, {{"size", std::to_string(size_mb) + "m"},
+                                             {"mode", "0700"},
+                                             {"uid", std::to_string(uid)},
+                                             {"gid", std::to_string(gid)}});
+  if (!made.ok()) return made.status();
+  UniqueFd mnt = made.take();
   if (dir_fd_ && move_mount(mnt.get(), "", dir_fd_.get(), "",
                             MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
     return Status(Step::kMountTmpfs, errno, "move_mount tmpfs onto the sandbox dir");

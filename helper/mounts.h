@@ -5,7 +5,9 @@
 
 #include <sys/types.h>
 
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/protocol.h"
@@ -21,6 +23,11 @@ Status make_mounts_private(bool slave);
 // noexec); `pids_only` (a jail's): subset=pid where the kernel has it. Called by the
 // namespace's pid 1: a procfs shows the PID namespace of the process that mounts it.
 Status mount_proc(bool pids_only);
+
+// A new tmpfs with `options` (fsconfig key=value), detached, nosuid, nodev and noexec; its
+// mount fd. Failures are at `step`.
+Result<UniqueFd> make_tmpfs(Step step,
+                            std::initializer_list<std::pair<const char*, std::string>> options);
 
 // The sandbox dir: a direct child of a sandbox root, reached with no symlink anywhere.
 class SandboxDir {

@@ -18,6 +18,21 @@ Status refuse(int err, std::string why) {
   return Status(Step::kValidateRequest, err, std::move(why));
 }
 
+// `rest` beneath the directory `dir`, both reached with no symlink, and its stat: how every
+// link target, device and caller directory is opened. `what` names it in a refusal.
+Result<UniqueFd> open_beneath(const std::string& dir, std::string_view rest,
+                              const std::string& what, struct stat* st) {
+  UniqueFd dir_fd(paths::open_no_symlinks(AT_FDCWD, dir, O_PATH | O_DIRECTORY, false));
+  if (!dir_fd) return refuse(errno, "open " + dir);
+  UniqueFd fd(paths::open_no_symlinks(dir_fd.get(), rest, O_PATH, true));
+  if (!fd) {
+    const int err = errno;
+    return refuse(err, what + (err == ELOOP ? " goes through a symlink" : " cannot be opened"));
+  }
+  if (fstat(fd.get(), st) != 0) return refuse(errno, "fstat " + what);
+  return fd;
+}
+
 Result<UniqueFd> open_link_target(const std::string& name, const std::string& target,
                                   const policy::Policy& policy) {
   if (std::string why = check_absolute_path(target); !why.empty()) {
@@ -26,17 +41,11 @@ Result<UniqueFd> open_link_target(const std::string& name, const std::string& ta
   for (const auto& root : policy.image_roots) {
     std::string_view rest;
     if (!path_relative_to(root, target, &rest) || rest.empty()) continue;
-    UniqueFd root_fd(paths::open_no_symlinks(AT_FDCWD, root, O_PATH | O_DIRECTORY, false));
-    if (!root_fd) return refuse(errno, "open image root " + root);
-    UniqueFd fd(paths::open_no_symlinks(root_fd.get(), rest, O_PATH, true));
-    if (!fd) {
-      int err = errno;
-      return refuse(err, "link " + name + " target " + target +
-                             (err == ELOOP ? " goes through a symlink" : " cannot be opened"));
-    }
     struct stat st;
-    if (fstat(fd.get(), &st) != 0) return refuse(errno, "fstat " + target);
-    if (!S_ISREG(st.st_mode)) return refuse(EINVAL, "link " + name + " target is not a file");
+    auto fd = open_beneath(root, rest, "link " + name + " target " + target, &st);
+    if (fd.ok() && !S_ISREG(st.st_mode)) {
+      return refuse(EINVAL, "link " + name + " target is not a file");
+    }
     return fd;
   }
   return refuse(EPERM, "link " + name + " target " + target + " is outside every image_root");
@@ -60,16 +69,11 @@ Result<UniqueFd> open_device(const std::string& path, const policy::Policy& poli
   bool listed = false;
   for (const auto& d : policy.devices) listed |= d == path;
   if (!listed) return refuse(EPERM, what + " is not a device the policy allows");
-  UniqueFd dev(paths::open_no_symlinks(AT_FDCWD, "/dev", O_PATH | O_DIRECTORY, false));
-  if (!dev) return refuse(errno, "open /dev");
-  UniqueFd fd(paths::open_no_symlinks(dev.get(), rest, O_PATH, true));
-  if (!fd) {
-    int err = errno;
-    return refuse(err, what + (err == ELOOP ? " goes through a symlink" : " cannot be opened"));
-  }
   struct stat st;
-  if (fstat(fd.get(), &st) != 0) return refuse(errno, "fstat " + path);
-  if (!S_ISCHR(st.st_mode)) return refuse(ENODEV, what + " is not a character device");
+  auto fd = open_beneath("/dev", rest, what, &st);
+  if (fd.ok() && !S_ISCHR(st.st_mode)) {
+    return refuse(ENODEV, what + " is not a character device");
+  }
   return fd;
 }
 
@@ -105,15 +109,9 @@ Result<UniqueFd> open_caller_dir(const std::string& field, const std::string& pa
     if (path_dirname(path) == r) root = &r;
   }
   if (root == nullptr) return refuse(EPERM, what + " is not a direct child of any sandbox_root");
-  UniqueFd root_fd(paths::open_no_symlinks(AT_FDCWD, *root, O_PATH | O_DIRECTORY, false));
-  if (!root_fd) return refuse(errno, "open sandbox root " + *root);
-  UniqueFd fd(paths::open_no_symlinks(root_fd.get(), path_basename(path), O_PATH, true));
-  if (!fd) {
-    int err = errno;
-    return refuse(err, what + (err == ELOOP ? " is a symlink" : " cannot be opened"));
-  }
   struct stat st;
-  if (fstat(fd.get(), &st) != 0) return refuse(errno, "fstat " + path);
+  auto fd = open_beneath(*root, path_basename(path), what, &st);
+  if (!fd.ok()) return fd;
   if (!S_ISDIR(st.st_mode)) return refuse(ENOTDIR, what + " is not a directory");
   if (st.st_uid != caller.uid) return refuse(EPERM, what + " is not owned by the caller");
   return fd;
