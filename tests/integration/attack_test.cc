@@ -352,6 +352,39 @@ bool in_poll(pid_t pid) {
 
 class AttackTest : public HelperEnvTest {
  protected:
+  // The symlink/directory swap: as the test user, makes ROOT/NAME a directory and
+  // ROOT/NAME-alt a symlink to /etc, then exchanges the two names (renameat2 RENAME_EXCHANGE)
+  // in a tight loop, counting each swap in `swaps` when given. Returns the attacker's pid once
+  // it is set up and swapping, or -1 when it could not set up.
+  static pid_t start_dir_swapper(const std::string& root, const std::string& name,
+                                 std::atomic<uint64_t>* swaps) {
+    int ready_fds[2];
+    if (pipe2(ready_fds, O_CLOEXEC) != 0) return -1;
+    UniqueFd ready_read(ready_fds[0]), ready_write(ready_fds[1]);
+    const std::string alt = name + "-alt";
+    const pid_t attacker = fork_as_test_user([&] {
+      int root_fd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (root_fd < 0 || mkdirat(root_fd, name.c_str(), 0700) != 0 ||
+          symlinkat("/etc", root_fd, alt.c_str()) != 0) {
+        return 1;
+      }
+      if (write(ready_write.get(), "x", 1) != 1) return 2;
+      for (;;) {
+        if (renameat2(root_fd, name.c_str(), root_fd, alt.c_str(), RENAME_EXCHANGE) != 0) return 3;
+        if (swaps != nullptr) swaps->fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+    ready_write.reset();
+    pollfd pfd{ready_read.get(), POLLIN, 0};
+    char byte;
+    if (poll(&pfd, 1, 10000) != 1 || read(ready_read.get(), &byte, 1) != 1) {
+      kill(attacker, SIGKILL);
+      waitpid(attacker, nullptr, 0);
+      return -1;
+    }
+    return attacker;
+  }
+
   // What "the host is unchanged" compares.
   struct HostSnapshot {
     std::string mountinfo = HelperEnv::host_mountinfo();
@@ -449,27 +482,9 @@ TEST_F(AttackTest, SymlinkSwapRaceDuringAThousandLaunches) {
                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(shared, MAP_FAILED);
   auto* swaps = new (shared) std::atomic<uint64_t>(0);
-  int ready_fds[2];
-  ASSERT_EQ(pipe2(ready_fds, O_CLOEXEC), 0);
-  UniqueFd ready_read(ready_fds[0]), ready_write(ready_fds[1]);
   const std::string root = env().sandboxes();
-  const pid_t attacker = fork_as_test_user([&] {
-    int root_fd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root_fd < 0 || mkdirat(root_fd, "race", 0700) != 0 ||
-        symlinkat("/etc", root_fd, "race-alt") != 0) {
-      return 1;
-    }
-    if (write(ready_write.get(), "x", 1) != 1) return 2;
-    for (;;) {
-      if (renameat2(root_fd, "race", root_fd, "race-alt", RENAME_EXCHANGE) != 0) return 3;
-      swaps->fetch_add(1, std::memory_order_relaxed);
-    }
-  });
-  ready_write.reset();
-  pollfd pfd{ready_read.get(), POLLIN, 0};
-  ASSERT_EQ(poll(&pfd, 1, 10000), 1) << "the attacker did not start";
-  char byte;
-  ASSERT_EQ(read(ready_read.get(), &byte, 1), 1) << "the attacker failed to set up";
+  const pid_t attacker = start_dir_swapper(root, "race", swaps);
+  ASSERT_GT(attacker, 0) << "the attacker failed to set up";
 
   int launched = 0, refused = 0, wrong = 0;
   const auto start = Clock::now();
@@ -675,25 +690,8 @@ TEST_F(JailRaceTest, ReadWriteEntrySwappedWithASymlinkDuringAThousandLaunches) {
   ScopedPolicy scoped(env(), policy);
   const HostSnapshot before;
   const std::string root = env().sandboxes();
-  int ready_fds[2];
-  ASSERT_EQ(pipe2(ready_fds, O_CLOEXEC), 0);
-  UniqueFd ready_read(ready_fds[0]), ready_write(ready_fds[1]);
-  const pid_t attacker = fork_as_test_user([&] {
-    int root_fd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root_fd < 0 || mkdirat(root_fd, "rwrace", 0700) != 0 ||
-        symlinkat("/etc", root_fd, "rwrace-alt") != 0) {
-      return 1;
-    }
-    if (write(ready_write.get(), "x", 1) != 1) return 2;
-    for (;;) {
-      if (renameat2(root_fd, "rwrace", root_fd, "rwrace-alt", RENAME_EXCHANGE) != 0) return 3;
-    }
-  });
-  ready_write.reset();
-  char byte;
-  pollfd pfd{ready_read.get(), POLLIN, 0};
-  ASSERT_EQ(poll(&pfd, 1, 10000), 1);
-  ASSERT_EQ(read(ready_read.get(), &byte, 1), 1) << "the attacker failed to set up";
+  const pid_t attacker = start_dir_swapper(root, "rwrace", nullptr);
+  ASSERT_GT(attacker, 0) << "the attacker failed to set up";
   kill(attacker, SIGSTOP);
   int stopped = 0;
   ASSERT_EQ(waitpid(attacker, &stopped, WUNTRACED), attacker);
