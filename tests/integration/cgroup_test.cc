@@ -68,26 +68,12 @@ class CgroupRunTest : public SupervisorEnvTest {
     return cgroup_->parent() + "/" + spec.id;
   }
 
-  // The run must end with one event, setup_failed at create_cgroup with `err`, exit 125, and
-  // nothing spawned: no process of the test user, no report, no sandbox cgroup, the sandbox
-  // dir never made. Returns the event's detail.
-  std::string expect_refused(const ProbeSpec& spec, int err,
-                             const std::vector<std::string>& extra = {}) {
-    auto run = start_run(write_spec(spec.json), extra);
-    json::object ev = run->next_event();
-    if (json_str(ev, "event") != "exited") {
-      ADD_FAILURE() << "the launch went on: " << json::serialize(ev);
-      run->terminate();
-    }
-    const int code = run->finish();
-    EXPECT_EQ(run->events().size(), 1u) << events_text(run->events());
-    EXPECT_EQ(json_str(ev, "outcome"), "setup_failed") << json::serialize(ev);
-    EXPECT_EQ(json_str(ev, "step"), "create_cgroup") << json::serialize(ev);
-    EXPECT_EQ(json_int(ev, "errno"), err) << json::serialize(ev);
-    EXPECT_EQ(json_int(ev, "exit_status"), 125);
+  // setup_failed at create_cgroup with `err` (expect_setup_failed: one event, exit 125,
+  // nothing left), and no usage reported, no report, no sandbox dir, no sandbox cgroup.
+  // Returns the event's detail.
+  std::string expect_refused(const ProbeSpec& spec, int err) {
+    json::object ev = expect_setup_failed(spec, "create_cgroup", err);
     EXPECT_FALSE(ev.contains("usage")) << "no cgroup was made";
-    EXPECT_EQ(code, 125) << run->stderr_text();
-    EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
     EXPECT_FALSE(path_exists(spec.report)) << "the VMM ran";
     EXPECT_FALSE(path_exists(spec.sandbox_dir)) << "the helper ran";
     EXPECT_FALSE(path_exists(sandbox_cgroup(spec)));

@@ -32,6 +32,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 extern char** environ;
@@ -624,26 +625,18 @@ Options ParseArgs(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--") break;  // everything after is recorded in "argv" only
-    if (arg == "--ignore-sigterm") {
-      opt.ignore_sigterm = true;
-      continue;
+    const std::pair<const char*, bool*> switches[] = {
+        {"--ignore-sigterm", &opt.ignore_sigterm},
+        {"--setsid-child", &opt.setsid_child},
+        {"--clear-pdeathsig", &opt.clear_pdeathsig},
+        {"--sigterm-default", &opt.sigterm_default},
+        {"--exit-now", &opt.exit_now},
+    };
+    bool is_switch = false;
+    for (const auto& [name, flag] : switches) {
+      if (arg == name) *flag = is_switch = true;
     }
-    if (arg == "--setsid-child") {
-      opt.setsid_child = true;
-      continue;
-    }
-    if (arg == "--clear-pdeathsig") {
-      opt.clear_pdeathsig = true;
-      continue;
-    }
-    if (arg == "--sigterm-default") {
-      opt.sigterm_default = true;
-      continue;
-    }
-    if (arg == "--exit-now") {
-      opt.exit_now = true;
-      continue;
-    }
+    if (is_switch) continue;
     if (arg != "--report" && arg != "--api-sock" && arg != "--api-socket" && arg != "-qmp" &&
         arg != "--children" && arg != "--exit-code" && arg != "--read-file" &&
         arg != "--ioctl-device" && arg != "--exec-written" && arg != "--attack-file" &&
