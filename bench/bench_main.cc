@@ -330,39 +330,25 @@ int64_t launch_bwrap(const Setup& s, int i) {
   return v;
 }
 
-int64_t launch_supervisor_process(const Setup& s, int i) {
-  std::string stamp = s.work + "/stamp-run-" + std::to_string(i);
-  Spec spec = stub_spec(s, "run-" + std::to_string(i), {"--stamp", stamp}, false);
+// Rows 4: a whole `sbx-supervisor run` process with `spec`, from the spawn to the stub's
+// stamp at `stamp`.
+int64_t run_row(const Setup& s, const Spec& spec, const std::string& stamp) {
   std::string path = write_spec(s, spec, 10000);
   int64_t v = spawn_to_stamp({s.supervisor, "run", "--spec", path, "--helper", s.helper}, stamp);
   unlink(path.c_str());
   return v;
 }
 
-// The same with the sandbox in its own cgroup: made before the spawn, the helper moved into it
-// before LAUNCH (and removed after the VMM exits, which is outside the measured span).
-int64_t launch_supervisor_process_cgroup(const Setup& s, int i) {
-  std::string stamp = s.work + "/stamp-runcg-" + std::to_string(i);
-  Spec spec = stub_spec(s, "runcg-" + std::to_string(i), {"--stamp", stamp}, false);
-  spec.cgroup.emplace();
-  spec.cgroup->parent = s.cgroup_parent;
-  std::string path = write_spec(s, spec, 10000);
-  int64_t v = spawn_to_stamp({s.supervisor, "run", "--spec", path, "--helper", s.helper}, stamp);
-  unlink(path.c_str());
-  return v;
-}
-
-int64_t launch_in_process(const Setup& s, int i, bool pid_namespace = false) {
-  std::string stamp = s.work + (pid_namespace ? "/stamp-libp-" : "/stamp-lib-") + std::to_string(i);
-  Spec spec = stub_spec(s, (pid_namespace ? "libp-" : "lib-") + std::to_string(i),
-                        {"--stamp", stamp}, false);
-  spec.pid_namespace = pid_namespace;
+// Rows 5: the in-process launch of `spec` (launch_helper), from the call to the stub's stamp
+// at `stamp`. With a PID namespace the launch returns at VMM_STARTED; the stub's stamp comes
+// from its first instruction either way.
+int64_t in_process_row(const Setup& s, const Spec& spec, const std::string& stamp) {
   int64_t t0 = now_ns();
   auto launched = sbx::supervisor::launch_helper(s.helper, sbx::supervisor::launch_request(spec),
                                                  spec.stdio, false, 10000);
   if (launched.failure) {
-    std::fprintf(stderr, "in-process launch failed: %s %s\n", launched.failure->step.c_str(),
-                 launched.failure->detail.c_str());
+    std::fprintf(stderr, "in-process launch %s failed: %s %s\n", spec.id.c_str(),
+                 launched.failure->step.c_str(), launched.failure->detail.c_str());
     return -1;
   }
   wait_exit(launched.vmm_pid);
@@ -371,19 +357,48 @@ int64_t launch_in_process(const Setup& s, int i, bool pid_namespace = false) {
   return v;
 }
 
+// A jailed row's per-sandbox directory (its read_write entry, where the stub writes its
+// stamp), made for the row and removed after it.
+struct JailDir {
+  std::string path;
+  bool made;
+  JailDir(const Setup& s, const std::string& id)
+      : path(jail_dir(s, id)), made(mkdir(path.c_str(), 0700) == 0) {}
+  ~JailDir() {
+    unlink((path + "/stamp").c_str());
+    rmdir(path.c_str());
+  }
+};
+
+int64_t launch_supervisor_process(const Setup& s, int i) {
+  std::string stamp = s.work + "/stamp-run-" + std::to_string(i);
+  return run_row(s, stub_spec(s, "run-" + std::to_string(i), {"--stamp", stamp}, false), stamp);
+}
+
+// The same with the sandbox in its own cgroup: made before the spawn, the helper spawned into
+// it (and the cgroup removed after the VMM exits, which is outside the measured span).
+int64_t launch_supervisor_process_cgroup(const Setup& s, int i) {
+  std::string stamp = s.work + "/stamp-runcg-" + std::to_string(i);
+  Spec spec = stub_spec(s, "runcg-" + std::to_string(i), {"--stamp", stamp}, false);
+  spec.cgroup.emplace();
+  spec.cgroup->parent = s.cgroup_parent;
+  return run_row(s, spec, stamp);
+}
+
+int64_t launch_in_process(const Setup& s, int i, bool pid_namespace = false) {
+  std::string stamp = s.work + (pid_namespace ? "/stamp-libp-" : "/stamp-lib-") + std::to_string(i);
+  Spec spec = stub_spec(s, (pid_namespace ? "libp-" : "lib-") + std::to_string(i),
+                        {"--stamp", stamp}, false);
+  spec.pid_namespace = pid_namespace;
+  return in_process_row(s, spec, stamp);
+}
+
 // Row 4j: `run` jailed (with the PID namespace a jail needs: compare with 4p).
 int64_t launch_supervisor_process_jailed(const Setup& s, int i) {
   const std::string id = "runj-" + std::to_string(i);
-  const std::string dir = jail_dir(s, id);
-  if (mkdir(dir.c_str(), 0700) != 0) return -1;
-  Spec spec = jailed_stub_spec(s, id);
-  std::string path = write_spec(s, spec, 10000);
-  int64_t v =
-      spawn_to_stamp({s.supervisor, "run", "--spec", path, "--helper", s.helper}, dir + "/stamp");
-  unlink(path.c_str());
-  unlink((dir + "/stamp").c_str());
-  rmdir(dir.c_str());
-  return v;
+  JailDir dir(s, id);
+  if (!dir.made) return -1;
+  return run_row(s, jailed_stub_spec(s, id), dir.path + "/stamp");
 }
 
 // Row 4p: `run` with the default PID namespace and its forwarding init.
@@ -391,34 +406,15 @@ int64_t launch_supervisor_process_pidns(const Setup& s, int i) {
   std::string stamp = s.work + "/stamp-runp-" + std::to_string(i);
   Spec spec = stub_spec(s, "runp-" + std::to_string(i), {"--stamp", stamp}, false);
   spec.pid_namespace = true;
-  std::string path = write_spec(s, spec, 10000);
-  int64_t v = spawn_to_stamp({s.supervisor, "run", "--spec", path, "--helper", s.helper}, stamp);
-  unlink(path.c_str());
-  return v;
+  return run_row(s, spec, stamp);
 }
 
-// Row 5j: the in-process launch, jailed (with its PID namespace: compare with 5p). With a PID
-// namespace the launch returns at VMM_STARTED; the stub's stamp comes from its first
-// instruction either way.
+// Row 5j: the in-process launch, jailed (with its PID namespace: compare with 5p).
 int64_t launch_in_process_jailed(const Setup& s, int i) {
   const std::string id = "libj-" + std::to_string(i);
-  const std::string dir = jail_dir(s, id);
-  if (mkdir(dir.c_str(), 0700) != 0) return -1;
-  Spec spec = jailed_stub_spec(s, id);
-  int64_t t0 = now_ns();
-  auto launched = sbx::supervisor::launch_helper(s.helper, sbx::supervisor::launch_request(spec),
-                                                 spec.stdio, false, 10000);
-  if (launched.failure) {
-    std::fprintf(stderr, "jailed in-process launch failed: %s %s\n", launched.failure->step.c_str(),
-                 launched.failure->detail.c_str());
-    return -1;
-  }
-  wait_exit(launched.vmm_pid);
-  int64_t v = read_stamp(dir + "/stamp") - t0;
-  unlink((dir + "/stamp").c_str());
-  rmdir(dir.c_str());
-  rmdir(spec.sandbox_dir.c_str());
-  return v;
+  JailDir dir(s, id);
+  if (!dir.made) return -1;
+  return in_process_row(s, jailed_stub_spec(s, id), dir.path + "/stamp");
 }
 
 // Rows 6: the whole process, from the spawn to its exit, for a VMM that exits at once: `run`
