@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "supervisor/doctor.h"
 
+#include <cap-ng.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/landlock.h>
@@ -156,20 +157,15 @@ FileCaps file_caps(const std::string& path) {
   return c;
 }
 
+// The names as setcap writes them, from libcap-ng (which the supervisor links); a bit it does
+// not know is cap_N.
 std::string cap_names(uint64_t set) {
-  static const std::pair<int, const char*> kNames[] = {
-      {CAP_CHOWN, "cap_chown"},           {CAP_DAC_OVERRIDE, "cap_dac_override"},
-      {CAP_SETUID, "cap_setuid"},         {CAP_SETGID, "cap_setgid"},
-      {CAP_NET_ADMIN, "cap_net_admin"},   {CAP_SYS_ADMIN, "cap_sys_admin"},
-      {CAP_SYS_PTRACE, "cap_sys_ptrace"}, {CAP_AUDIT_WRITE, "cap_audit_write"},
-  };
   std::string out;
   for (int bit = 0; bit < 64; ++bit) {
     if (!((set >> bit) & 1)) continue;
-    std::string name = "cap_" + std::to_string(bit);
-    for (const auto& [b, n] : kNames) {
-      if (b == bit) name = n;
-    }
+    const char* known = capng_capability_to_name(static_cast<unsigned>(bit));
+    std::string name =
+        known != nullptr ? std::string("cap_") + known : "cap_" + std::to_string(bit);
     out += (out.empty() ? "" : ",") + name;
   }
   return out;
