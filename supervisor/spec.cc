@@ -113,8 +113,7 @@ Files parse_files(const json::value& v) {
   return files;
 }
 
-// A non-negative integer up to `max`, or, when `allow_max`, the string "max": as the kernel
-// file takes it.
+// An integer from `min` up to `max`, or the string "max": as the kernel file takes it.
 std::string get_count_or_max(const json::value& v, const std::string& field, uint64_t max,
                              uint64_t min = 0) {
   if (v.is_string() && v.as_string() == "max") return "max";
