@@ -189,6 +189,11 @@ std::vector<Record> records_for(const protocol::LaunchRequest* request, const St
   if (!outcome.ok()) control += " reason=" + std::string(step_name(outcome.step()));
   control += " " + vm + " vm-pid=" + std::to_string(outcome.ok() ? vm_pid : -1);
   control += " " + (request ? encode_field("exe", request->vmm, kMaxPathBytes) : "exe=?");
+  // The namespaces the launch makes for the VMM (launch::unshare_namespaces): fixed words,
+  // from the request's pid_namespace alone.
+  control += request == nullptr       ? " namespaces=?"
+             : request->pid_namespace ? " namespaces=mnt,ipc,cgroup,pid"
+                                      : " namespaces=mnt,ipc,cgroup";
   control +=
       " landlock-abi=" + (landlock_abi < 0 ? std::string("?") : std::to_string(landlock_abi));
   control += " seccomp-sha256=" + std::string(seccomp::filter_digest());

@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <string>
 #include <vector>
 
 #include "helper/paths.h"
+#include "helper/seccomp_rules.h"
 
 namespace sbx::exec {
 
@@ -34,6 +36,11 @@ Result<ExecPlan> prepare_exec(const Vmm& vmm, const protocol::LaunchRequest& req
   if (!S_ISREG(st.st_mode) || st.st_dev != vmm.dev || st.st_ino != vmm.ino) {
     return Status(Step::kExecVmm, EBADF,
                   "the VMM fd no longer names the file checked at open_vmm (" + request.vmm + ")");
+  }
+  if (vmm.fd.get() != seccomp::kExecFd) {
+    return Status(Step::kExecVmm, EBADF,
+                  "the VMM fd is not at " + std::to_string(seccomp::kExecFd) +
+                      ", the only fd the filter lets execveat use");
   }
   ExecPlan plan;
   plan.fd = vmm.fd.get();

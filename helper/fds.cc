@@ -3,14 +3,17 @@
 
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <string>
 
 #include "common/protocol.h"
+#include "helper/seccomp_rules.h"
 
 namespace sbx::fds {
 
@@ -57,6 +60,38 @@ Status lift_above_targets(UniqueFd& fd) {
   int high = fcntl(fd.get(), F_DUPFD_CLOEXEC, protocol::kMaxPassedFdTarget + 1);
   if (high < 0) return Status(Step::kPrepareFds, errno, "move a helper fd above the targets");
   fd.reset(high);
+  return {};
+}
+
+Status place_exec_fd(UniqueFd& fd) {
+  rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return Status(Step::kPrepareFds, errno, "getrlimit");
+  const rlimit saved = lim;
+  if (lim.rlim_cur <= static_cast<rlim_t>(seccomp::kExecFd)) {
+    if (lim.rlim_max <= static_cast<rlim_t>(seccomp::kExecFd)) {
+      return Status(Step::kPrepareFds, EMFILE,
+                    "the caller's hard RLIMIT_NOFILE (" + std::to_string(lim.rlim_max) +
+                        ") leaves no room for the VMM's exec fd " +
+                        std::to_string(seccomp::kExecFd) + ": raise it above that");
+    }
+    lim.rlim_cur = static_cast<rlim_t>(seccomp::kExecFd) + 1;
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+      return Status(Step::kPrepareFds, errno, "raise RLIMIT_NOFILE to place the VMM's exec fd");
+    }
+  }
+  // The helper holds a few dozen fds: kExecFd is the lowest free number from kExecFd up.
+  int placed = fcntl(fd.get(), F_DUPFD_CLOEXEC, seccomp::kExecFd);
+  const int err = errno;
+  if (saved.rlim_cur != lim.rlim_cur && setrlimit(RLIMIT_NOFILE, &saved) != 0) {
+    if (placed >= 0) close(placed);
+    return Status(Step::kPrepareFds, errno, "restore RLIMIT_NOFILE");
+  }
+  if (placed != seccomp::kExecFd) {
+    if (placed >= 0) close(placed);
+    return Status(Step::kPrepareFds, placed < 0 ? err : EBUSY,
+                  "move the VMM's fd to " + std::to_string(seccomp::kExecFd));
+  }
+  fd.reset(placed);
   return {};
 }
 

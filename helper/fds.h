@@ -29,6 +29,12 @@ Status close_inherited_fds();
 // must go through this first.
 Status lift_above_targets(UniqueFd& fd);
 
+// Moves the VMM's fd to seccomp::kExecFd, close-on-exec: the one fd the VMM's filter lets
+// execveat use. Raises the soft RLIMIT_NOFILE for the move if it must, and restores it; the
+// hard limit must be above kExecFd (EMFILE otherwise). set_rlimits in the launch then puts
+// the number out of the VMM's reach.
+Status place_exec_fd(UniqueFd& fd);
+
 // Places each received fd at its target number (4..255), then marks every other fd from 3 up
 // close-on-exec, so the VMM inherits 0-2 and the targets only. A target number that is still
 // open when its fd is to be placed is an fd the helper holds: the request is refused (EBUSY)

@@ -6,6 +6,7 @@
 //   sbx-gen-seccomp-filter OUTPUT.inc OUTPUT.bpf
 // OUTPUT.bpf holds the same program as raw bytes; the build hashes it (seccomp_digest.cmake)
 // into the digest that the audit record of every launch carries.
+#include <fcntl.h>
 #include <seccomp.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -54,6 +55,9 @@ int main(int argc, char** argv) {
   for (std::string_view name : sbx::seccomp::kDenied) {
     std::string n(name);
     int nr = seccomp_syscall_resolve_name(n.c_str());
+    for (const auto& numbered : sbx::seccomp::kDeniedByNumber) {
+      if (nr < 0 && numbered.name == name) nr = numbered.number;
+    }
     if (nr < 0) continue;  // not a syscall on this architecture
     if (int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0); rc != 0) {
       return fail("deny " + n, -rc);
@@ -71,6 +75,19 @@ int main(int argc, char** argv) {
                                   SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag));
         rc != 0) {
       return fail("deny clone with namespace flags", -rc);
+    }
+  }
+  // execveat only as the helper's own exec of the VMM (kExecFd, AT_EMPTY_PATH): either
+  // argument different is refused. The comparisons take all 64 bits, so high bits the kernel
+  // would ignore make a call differ, and so refused.
+  const scmp_arg_cmp differs_from_the_vmms[] = {
+      {0, SCMP_CMP_NE, static_cast<scmp_datum_t>(sbx::seccomp::kExecFd), 0},
+      {4, SCMP_CMP_NE, static_cast<scmp_datum_t>(AT_EMPTY_PATH), 0},
+  };
+  for (const scmp_arg_cmp& differs : differs_from_the_vmms) {
+    if (int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(execveat), 1, differs);
+        rc != 0) {
+      return fail("deny execveat but the VMM's own", -rc);
     }
   }
   if (int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0); rc != 0) {

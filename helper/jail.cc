@@ -61,8 +61,9 @@ class JailDirs {
   std::vector<std::pair<std::string, UniqueFd>> made_;
 };
 
-// Attaches `clone` (a detached clone of a mount, a directory when `is_dir`) at `path` inside
-// the jail, on an empty directory or file made for it first, with `attributes` set.
+// Attaches `clone` (a detached clone of a mount tree, a directory when `is_dir`) at `path`
+// inside the jail, on an empty directory or file made for it first, with `attributes` set on
+// every mount of the tree.
 Status attach_at(JailDirs& dirs, const std::string& path, int clone, bool is_dir,
                  uint64_t attributes) {
   std::string_view parent_rel = path_dirname(path) == "/" ? "" : path_dirname(path).substr(1);
@@ -75,8 +76,8 @@ Status attach_at(JailDirs& dirs, const std::string& path, int clone, bool is_dir
   }
   mount_attr attr{};
   attr.attr_set = attributes;
-  if (attributes != 0 &&
-      syscall(SYS_mount_setattr, clone, "", AT_EMPTY_PATH, &attr, sizeof(attr)) != 0) {
+  if (attributes != 0 && syscall(SYS_mount_setattr, clone, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr,
+                                 sizeof(attr)) != 0) {
     return fail(Step::kBuildJail, errno, "mount_setattr on the bind of " + path);
   }
   if (move_mount(clone, "", parent.value(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
@@ -85,12 +86,16 @@ Status attach_at(JailDirs& dirs, const std::string& path, int clone, bool is_dir
   return {};
 }
 
-// Binds `source_fd` (a directory when `is_dir`) at `path` inside the jail: a clone of exactly
-// the checked fd, attached as above.
+// Binds `source_fd` (a directory when `is_dir`) at `path` inside the jail: a recursive clone
+// of exactly the checked fd, attached as above with `attributes` on every mount of it. So the
+// jail shows what the private namespace shows at the path, mounts below it included: a
+// non-recursive clone would show the directories those mounts cover, which the kernel lets a
+// privileged cloner see.
 Status bind_at(JailDirs& dirs, const std::string& path, int source_fd, bool is_dir,
                uint64_t attributes) {
   UniqueFd clone(static_cast<int>(
-      syscall(SYS_open_tree, source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)));
+      syscall(SYS_open_tree, source_fd, "",
+              OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE)));
   if (!clone) return fail(Step::kBuildJail, errno, "open_tree (clone) " + path);
   return attach_at(dirs, path, clone.get(), is_dir, attributes);
 }

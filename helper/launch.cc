@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <optional>
@@ -28,6 +29,7 @@
 #include "helper/netns.h"
 #include "helper/policy.h"
 #include "helper/seccomp.h"
+#include "helper/seccomp_rules.h"
 #include "helper/validate.h"
 
 namespace sbx::launch {
@@ -57,14 +59,16 @@ Status arm_parent_death_signal(const Caller& caller, bool in_new_pid_ns) {
   return {};
 }
 
+// RLIMIT_NOFILE for the VMM: the hard limit at most seccomp::kExecFd, so the VMM can never
+// make an fd of that number (the one its filter lets execveat use); the policy's value, a
+// ceiling, lower still. The helper cannot raise a hard limit and does not try.
 Status set_rlimits(const policy::Policy& policy) {
-  if (!policy.rlimit_nofile) return {};
   rlimit lim;
   if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return Status(Step::kSetRlimits, errno, "getrlimit");
-  // The policy value is a ceiling: the helper cannot raise a hard limit and does not try.
-  rlim_t value = *policy.rlimit_nofile;
-  if (value > lim.rlim_max) value = lim.rlim_max;
-  lim.rlim_cur = lim.rlim_max = value;
+  rlim_t ceiling = seccomp::kExecFd;
+  if (policy.rlimit_nofile && *policy.rlimit_nofile < ceiling) ceiling = *policy.rlimit_nofile;
+  if (lim.rlim_max > ceiling) lim.rlim_max = ceiling;
+  lim.rlim_cur = policy.rlimit_nofile ? lim.rlim_max : std::min(lim.rlim_cur, lim.rlim_max);
   if (setrlimit(RLIMIT_NOFILE, &lim) != 0) {
     return Status(Step::kSetRlimits, errno, "setrlimit RLIMIT_NOFILE");
   }
@@ -76,9 +80,15 @@ Status set_sid() {
   return {};
 }
 
+// A private mount namespace; an IPC namespace, so the caller's SysV objects and POSIX
+// message queues are out of reach; a cgroup namespace rooted at the helper's cgroup (the
+// sandbox's, when it has one), so /proc/self/cgroup names no host path; and on request a PID
+// namespace for the children of this process. The audit record names the same set.
 Status unshare_namespaces(bool pid_namespace) {
-  if (unshare(CLONE_NEWNS | (pid_namespace ? CLONE_NEWPID : 0)) != 0) {
-    return Status(Step::kUnshare, errno, pid_namespace ? "unshare mount+pid" : "unshare mount");
+  if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWCGROUP | (pid_namespace ? CLONE_NEWPID : 0)) !=
+      0) {
+    return Status(Step::kUnshare, errno,
+                  pid_namespace ? "unshare mount+ipc+cgroup+pid" : "unshare mount+ipc+cgroup");
   }
   return {};
 }
@@ -285,12 +295,16 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
     if (!fd.ok()) return fd.status();
     if (Status st = netns::join(fd.value().get()); !st.ok()) return st;
   }
-  // 5. A private mount namespace (and a PID namespace on request, for the children of this
-  // process: the one fork comes at 8c).
+  // 5. Private mount, IPC and cgroup namespaces (and a PID namespace on request, for the
+  // children of this process: the one fork comes at 8c).
   if (Status st = unshare_namespaces(req.pid_namespace); !st.ok()) return st;
   // 6. Nothing below propagates to the host; then what `ip netns exec` does. A jail has
   // neither /sys nor /etc.
   if (Status st = mounts::make_mounts_private(req.propagation_slave); !st.ok()) return st;
+  // No cgroupfs in any mode: the caller's uid owns the delegated cgroup tree (a sibling's
+  // cgroup.kill, the parent's cgroup.procs, its own limits). Before the files are opened, so
+  // a recursive bind in a jail takes none along either.
+  if (Status st = mounts::detach_cgroup_and_mqueue_mounts(); !st.ok()) return st;
   if (req.netns && !req.jail) {
     if (Status st = netns::remount_sys(); !st.ok()) return st;
     if (Status st = netns::bind_etc_files(*req.netns); !st.ok()) return st;
@@ -320,12 +334,12 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   }
   // 9. and 10., in the process that becomes the VMM, or (with a PID namespace) in its init:
   // the helper's own fds move above every number the caller may name, so no passed fd can
-  // take their place (before the limits, which may be lower than those numbers); limits; the
+  // take their place, the VMM's to kExecFd (before the limits, which are lower); limits; the
   // audit record while CAP_AUDIT_WRITE is held; then privilege goes: capabilities,
   // no_new_privs, the syscall filter, and the Landlock layer inside it. Then cwd, the exact
   // fd set and the exec from the fd checked in step 1.
   auto confine_and_start = [&](mounts::SandboxDir& sandbox, pid_t pid) -> Status {
-    if (Status st = fds::lift_above_targets(vmm.value().fd); !st.ok()) return st;
+    if (Status st = fds::place_exec_fd(vmm.value().fd); !st.ok()) return st;
     if (Status st = sandbox.lift_fds(); !st.ok()) return st;
     if (Status st = set_rlimits(policy.value()); !st.ok()) return st;
     if (Status st = record_launch(trail, req, pid, policy.value().audit, landlock_abi.value());

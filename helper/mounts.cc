@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <string_view>
 
+#include "common/names.h"
 #include "helper/fds.h"
 #include "helper/paths.h"
 
@@ -18,6 +20,94 @@ Status make_mounts_private(bool slave) {
     return Status(Step::kMakeMountsPrivate, errno, slave ? "make / rslave" : "make / rprivate");
   }
   return {};
+}
+
+namespace {
+
+// The mount points of the cgroup, cgroup2 and mqueue mounts in /proc/self/mountinfo, in its
+// order (a mount after its parent). A line reads "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS
+// [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS", the mount point with \ooo escapes.
+Result<std::vector<std::string>> cgroup_and_mqueue_mountpoints() {
+  UniqueFd fd(open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC));
+  if (!fd) return Status(Step::kMakeMountsPrivate, errno, "open /proc/self/mountinfo");
+  std::string text;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status(Step::kMakeMountsPrivate, errno, "read /proc/self/mountinfo");
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  std::vector<std::string> found;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string_view line(text.data() + start, end - start);
+    start = end + 1;
+    size_t sep = line.find(" - ");
+    if (sep == std::string_view::npos) continue;
+    std::string_view rest = line.substr(sep + 3);
+    std::string_view fstype = rest.substr(0, rest.find(' '));
+    if (fstype != "cgroup" && fstype != "cgroup2" && fstype != "mqueue") continue;
+    // The fifth field.
+    size_t from = 0;
+    for (int field = 0; field < 4 && from != std::string_view::npos; ++field) {
+      from = line.find(' ', from);
+      if (from != std::string_view::npos) ++from;
+    }
+    if (from == std::string_view::npos || from >= sep) continue;
+    std::string_view escaped = line.substr(from, line.find(' ', from) - from);
+    std::string path;
+    for (size_t i = 0; i < escaped.size(); ++i) {
+      if (escaped[i] == '\\' && i + 3 < escaped.size()) {
+        path += static_cast<char>(((escaped[i + 1] - '0') << 6) | ((escaped[i + 2] - '0') << 3) |
+                                  (escaped[i + 3] - '0'));
+        i += 3;
+      } else {
+        path += escaped[i];
+      }
+    }
+    found.push_back(std::move(path));
+  }
+  return found;
+}
+
+}  // namespace
+
+Status detach_cgroup_and_mqueue_mounts() {
+  constexpr std::string_view kCgroupRoot = "/sys/fs/cgroup";
+  for (int pass = 0;; ++pass) {
+    auto found = cgroup_and_mqueue_mountpoints();
+    if (!found.ok()) return found.status();
+    if (found.value().empty()) return {};
+    if (pass > 0) {
+      return Status(Step::kMakeMountsPrivate, EBUSY,
+                    found.value().front() + " is still mounted after its detach");
+    }
+    bool below_root = false;
+    std::vector<std::string> elsewhere;
+    for (auto& path : found.value()) {
+      std::string_view rest;
+      if (path_relative_to(kCgroupRoot, path, &rest)) {
+        below_root = true;
+      } else {
+        elsewhere.push_back(std::move(path));
+      }
+    }
+    if (below_root && umount2(kCgroupRoot.data(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
+      return Status(Step::kMakeMountsPrivate, errno, "detach /sys/fs/cgroup");
+    }
+    // Children after their parents in the table: detach from the end. A child detached with
+    // its parent already is gone (EINVAL: no longer a mount point).
+    for (auto it = elsewhere.rbegin(); it != elsewhere.rend(); ++it) {
+      if (umount2(it->c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0 && errno != EINVAL &&
+          errno != ENOENT) {
+        return Status(Step::kMakeMountsPrivate, errno, "detach " + *it);
+      }
+    }
+  }
 }
 
 Status mount_proc(bool pids_only) {

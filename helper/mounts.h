@@ -19,6 +19,14 @@ namespace sbx::mounts {
 // Makes "/" recursively private (or slave), so nothing mounted here reaches the host.
 Status make_mounts_private(bool slave);
 
+// Detaches, in this (private) mount namespace, every cgroup, cgroup2 and mqueue mount: the
+// VMM has the caller's uid, which owns its delegated cgroups (their cgroup.kill, cgroup.procs
+// and limits) and can open the host IPC namespace's message queues through an mqueue mount.
+// /sys/fs/cgroup goes in one detach (one RCU grace period for the whole tree), anything
+// elsewhere one by one; then the table is read again, and a mount still there is a failure.
+// Must run after make_mounts_private: a detach must not propagate to the host.
+Status detach_cgroup_and_mqueue_mounts();
+
 // Mounts a fresh procfs of the calling process's PID namespace on /proc (nosuid, nodev,
 // noexec); `pids_only` (a jail's): subset=pid where the kernel has it. Called by the
 // namespace's pid 1: a procfs shows the PID namespace of the process that mounts it.

@@ -44,13 +44,13 @@ struct OpenedPath {
 // The request's `files`, each opened (O_PATH, no symlinks) and checked, in request order, so
 // the rules and binds made from them later name exactly what was checked here.
 struct OpenedFiles {
-  std::vector<OpenedPath> devices;           // character devices beneath /dev that the policy lists
-  std::vector<OpenedPath> read_only;         // in or beneath a policy read_only entry, root-owned
-  std::vector<OpenedPath> read_write;        // caller-owned dirs directly under a sandbox root
+  std::vector<OpenedPath> devices;     // character devices beneath /dev that the policy lists
+  std::vector<OpenedPath> read_only;   // in or beneath a policy read_only entry, root-owned
+  std::vector<OpenedPath> read_write;  // caller-owned dirs directly under a sandbox root
   // Checked like a read_write entry; empty when it is one of them (opened once, there).
   std::optional<OpenedPath> api_socket_dir;
-  std::vector<OpenedPath> images_ro;         // link targets other than rootfs.ext4
-  std::vector<OpenedPath> images_rw;         // the rootfs.ext4 link's target
+  std::vector<OpenedPath> images_ro;  // link targets other than rootfs.ext4
+  std::vector<OpenedPath> images_rw;  // the rootfs.ext4 link's target
 };
 
 // Opens and checks everything the request's `files` names (nothing when it has none). Refusals

@@ -20,12 +20,12 @@
 #include <fstream>
 #include <vector>
 
+#include "supervisor/clock.h"
 #include "supervisor/events.h"
 #include "supervisor/helper_launch.h"
 #include "supervisor/logging.h"
 #include "supervisor/stop_ladder.h"
 #include "supervisor/vmm_api.h"
-#include "supervisor/clock.h"
 
 #ifndef PIDFD_SIGNAL_PROCESS_GROUP
 #define PIDFD_SIGNAL_PROCESS_GROUP (1UL << 2)
@@ -42,15 +42,6 @@ constexpr int kOrphanReapMs = 1000;
 constexpr int kCgroupKillMs = 1000;
 constexpr int kCgroupEmptyMs = 2000;
 constexpr int kCgroupRemoveMs = 500;
-
-bool socket_accepts(const std::string& path) {
-  UniqueFd s(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!s) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  return connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-}
 
 // Signals for one tracked VMM: its process group, and for a PID namespace its init.
 class GroupSignaller {
@@ -227,10 +218,10 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
     };
   }
   log_info(spec.id, "launching " + spec.binary + " through " + options.helper_path);
-  Launched launched = launch_helper(options.helper_path, launch_request(spec), spec.stdio,
-                                    options.events_fd == STDOUT_FILENO, kHelperReplyTimeoutMs,
-                                    enter_cgroup,
-                                    cgroup && options.cgroup_spawn_into ? cgroup->dir_fd() : -1);
+  Launched launched =
+      launch_helper(options.helper_path, launch_request(spec), spec.stdio,
+                    options.events_fd == STDOUT_FILENO, kHelperReplyTimeoutMs, enter_cgroup,
+                    cgroup && options.cgroup_spawn_into ? cgroup->dir_fd() : -1);
   if (launched.failure) {
     const SetupFailure& f = *launched.failure;
     Outcome o{OutcomeKind::kSetupFailed, 0, 0, f.step, f.err, f.detail, f.helper_exit};
@@ -305,11 +296,13 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
       }
     }
     if (!ready && !ladder) {
-      if (socket_accepts(*spec.api_socket)) {
+      std::string not_yet;
+      if (api_socket_accepts(*spec.api_socket, pid, kReadyPollMs, &not_yet)) {
         ready = true;
         events.ready(spec.id, t());
         log_info(spec.id, "ready after " + std::to_string(t()) + " ms");
       } else if (t() >= spec.ready_timeout_ms) {
+        log_warning(spec.id, "not ready: " + not_yet);
         start_ladder("not_ready");
       }
     }
@@ -321,9 +314,14 @@ int run_sandbox(const Spec& spec, const RunOptions& options) {
           events.stopping(spec.id, why, "graceful_request", t());
           // Bounded by the time left before SIGTERM is due: never past the ladder's budget.
           int limit = static_cast<int>(std::max<int64_t>(1, ladder->wait_ms(now_ms())));
-          ApiResult r = send_graceful_stop(spec, limit);
-          log_info(spec.id, std::string("graceful request ") + (r.ok ? "accepted: " : "failed: ") +
-                                r.detail);
+          ApiResult r = send_graceful_stop(spec, pid, limit);
+          if (r.refused) {
+            log_warning(spec.id, "graceful request not sent: " + r.detail + "; SIGTERM now");
+            ladder->skip_to_terminate();
+          } else {
+            log_info(spec.id, std::string("graceful request ") +
+                                  (r.ok ? "accepted: " : "failed: ") + r.detail);
+          }
           break;
         }
         case StopAction::kTerminate:

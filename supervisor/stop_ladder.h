@@ -29,6 +29,10 @@ class StopLadder {
   // Milliseconds until the next action is due (0 if one is due now, -1 after kGiveUp).
   int64_t wait_ms(int64_t now_ms) const;
 
+  // The graceful request was refused before anything was sent (the socket is not the
+  // sandbox's): SIGTERM is due at once rather than halfway through the budget.
+  void skip_to_terminate() { graceful_ = false; }
+
   bool killed() const { return next_ > static_cast<int>(StopAction::kKill); }
 
  private:

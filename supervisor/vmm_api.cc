@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "supervisor/vmm_api.h"
 
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,27 +27,45 @@ class DeadlineSocket {
  public:
   explicit DeadlineSocket(int timeout_ms) : deadline_(now_ms() + timeout_ms) {}
 
-  bool connect_to(const std::string& path, std::string* why) {
-    sockaddr_un addr{};
-    if (path.size() >= sizeof(addr.sun_path)) {
-      *why = "socket path too long";
+  // Connects to the socket at `path` only if it is one, reached with no symlink anywhere in
+  // the path, and served by a process of the sandbox (`session`): the VMM can write the
+  // socket's directory and could otherwise put a symlink to a sibling's socket there. Nothing
+  // is sent on a refused connection.
+  bool connect_to(const std::string& path, pid_t session, std::string* why) {
+    open_how how{};
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    UniqueFd at(static_cast<int>(syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof(how))));
+    if (!at) {
+      refused_ = errno == ELOOP;
+      return fail(why, "open " + path + (refused_ ? " (a symlink: not followed)" : ""));
+    }
+    struct stat st;
+    if (fstat(at.get(), &st) != 0) return fail(why, "fstat " + path);
+    if (!S_ISSOCK(st.st_mode)) {
+      refused_ = true;
+      *why = "refused: " + path + " is not a socket";
       return false;
     }
+    // connect() takes a path; the fd's magic link names exactly the socket opened above.
+    const std::string via = "/proc/self/fd/" + std::to_string(at.get());
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, via.c_str(), via.size());
     fd_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd_) return fail(why, "socket");
-    addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path, path.c_str(), path.size());
-    if (connect(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) return true;
-    if (errno != EINPROGRESS && errno != EAGAIN) return fail(why, "connect " + path);
-    if (!wait_for(POLLOUT, why)) return false;
-    int err = 0;
-    socklen_t len = sizeof(err);
-    getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) {
-      errno = err;
-      return fail(why, "connect " + path);
+    if (connect(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      if (errno != EINPROGRESS && errno != EAGAIN) return fail(why, "connect " + path);
+      if (!wait_for(POLLOUT, why)) return false;
+      int err = 0;
+      socklen_t len = sizeof(err);
+      getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) {
+        errno = err;
+        return fail(why, "connect " + path);
+      }
     }
-    return true;
+    return peer_in_sandbox(path, session, why);
   }
 
   bool send_all(const std::string& data, std::string* why) {
@@ -84,6 +106,9 @@ class DeadlineSocket {
     return true;
   }
 
+  // The last connect_to failed a sandbox check (a symlink, not a socket, a foreign peer).
+  bool refused() const { return refused_; }
+
  private:
   bool wait_for(short events, std::string* why) {
     while (true) {
@@ -98,6 +123,27 @@ class DeadlineSocket {
       if (r < 0 && errno != EINTR) return fail(why, "poll");
     }
   }
+  // The listener's pid (SO_PEERCRED, as this PID namespace sees it; 0 when it cannot see it)
+  // must be in the sandbox's session: the VMM's, or with a PID namespace its init's, which
+  // every process of the sandbox keeps unless it makes a session of its own, and which no
+  // process elsewhere can join.
+  bool peer_in_sandbox(const std::string& path, pid_t session, std::string* why) {
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      return fail(why, "SO_PEERCRED on " + path);
+    }
+    const pid_t peer_session = cred.pid > 0 ? getsid(cred.pid) : -1;
+    if (session > 0 && peer_session == session) return true;
+    fd_.reset();
+    refused_ = true;
+    *why = "refused: " + path + " is served by pid " + std::to_string(cred.pid) +
+           (peer_session > 0 ? " of session " + std::to_string(peer_session) : std::string()) +
+           ", not by a process of this sandbox (session " + std::to_string(session) +
+           "); nothing was sent";
+    return false;
+  }
+
   static bool fail(std::string* why, const std::string& what) {
     *why = what + ": " + std::strerror(errno);
     return false;
@@ -105,6 +151,7 @@ class DeadlineSocket {
 
   UniqueFd fd_;
   int64_t deadline_;
+  bool refused_ = false;
 };
 
 // The first line of each QMP reply is a whole JSON object terminated by CRLF.
@@ -114,7 +161,7 @@ size_t next_line_end(const std::string& buf, size_t from) {
 
 }  // namespace
 
-ApiResult http_request(const std::string& socket_path, const std::string& method,
+ApiResult http_request(const std::string& socket_path, pid_t session, const std::string& method,
                        const std::string& path, const std::string& body, int timeout_ms) {
   DeadlineSocket s(timeout_ms);
   ApiResult r;
@@ -123,7 +170,11 @@ ApiResult http_request(const std::string& socket_path, const std::string& method
   if (!body.empty()) request += "Content-Type: application/json\r\n";
   request += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   std::string response;
-  if (!s.connect_to(socket_path, &r.detail) || !s.send_all(request, &r.detail) ||
+  if (!s.connect_to(socket_path, session, &r.detail)) {
+    r.refused = s.refused();
+    return r;
+  }
+  if (!s.send_all(request, &r.detail) ||
       !s.receive_until(
           &response, [](const std::string& b) { return b.find("\r\n") != std::string::npos; },
           &r.detail)) {
@@ -138,7 +189,8 @@ ApiResult http_request(const std::string& socket_path, const std::string& method
   return r;
 }
 
-ApiResult qmp_command(const std::string& socket_path, const std::string& command, int timeout_ms) {
+ApiResult qmp_command(const std::string& socket_path, pid_t session, const std::string& command,
+                      int timeout_ms) {
   DeadlineSocket s(timeout_ms);
   ApiResult r;
   std::string buf;
@@ -160,7 +212,11 @@ ApiResult qmp_command(const std::string& socket_path, const std::string& command
     }
   };
   std::string line;
-  if (!s.connect_to(socket_path, &r.detail) || !next_reply(&line)) return r;
+  if (!s.connect_to(socket_path, session, &r.detail)) {
+    r.refused = s.refused();
+    return r;
+  }
+  if (!next_reply(&line)) return r;
   if (line.find("\"QMP\"") == std::string::npos) {
     r.detail = "no QMP greeting: " + line.substr(0, 200);
     return r;
@@ -182,19 +238,25 @@ ApiResult qmp_command(const std::string& socket_path, const std::string& command
   return r;
 }
 
-ApiResult send_graceful_stop(const Spec& spec, int timeout_ms) {
+bool api_socket_accepts(const std::string& socket_path, pid_t session, int timeout_ms,
+                        std::string* why) {
+  DeadlineSocket s(timeout_ms);
+  return s.connect_to(socket_path, session, why);
+}
+
+ApiResult send_graceful_stop(const Spec& spec, pid_t session, int timeout_ms) {
   if (!spec.api_socket || spec.graceful_stop == GracefulStop::kNone) {
     return {false, "no graceful request"};
   }
   switch (spec.kind) {
     case VmmKind::kFirecracker:
-      return http_request(*spec.api_socket, "PUT", "/actions",
+      return http_request(*spec.api_socket, session, "PUT", "/actions",
                           "{\"action_type\":\"SendCtrlAltDel\"}", timeout_ms);
     case VmmKind::kCloudHypervisor:
-      return http_request(*spec.api_socket, "PUT", "/api/v1/vmm.shutdown", "", timeout_ms);
+      return http_request(*spec.api_socket, session, "PUT", "/api/v1/vmm.shutdown", "", timeout_ms);
     case VmmKind::kQemu:
       return qmp_command(
-          *spec.api_socket,
+          *spec.api_socket, session,
           spec.graceful_stop == GracefulStop::kSystemPowerdown ? "system_powerdown" : "quit",
           timeout_ms);
     case VmmKind::kGeneric:

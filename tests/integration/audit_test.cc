@@ -275,13 +275,15 @@ TEST_F(AuditTest, LaunchLeavesItsRecordSet) {
   EXPECT_EQ(records.size(), 5u) << dump(records);
   expect_common(records, "success");
   const auto& c = *set.control;
-  EXPECT_EQ(c.keys, (std::vector<std::string>{"virt", "op", "vm", "vm-pid", "exe", "landlock-abi",
-                                              "seccomp-sha256", "res"}))
+  EXPECT_EQ(c.keys, (std::vector<std::string>{"virt", "op", "vm", "vm-pid", "exe", "namespaces",
+                                              "landlock-abi", "seccomp-sha256", "res"}))
       << c.body;
   EXPECT_EQ(c.fields.at("op"), "start");
   EXPECT_EQ(c.fields.at("vm-pid"), std::to_string(l.vmm_pid()));
   EXPECT_EQ(c.fields.at("exe"), in_quotes(env().probe()));
-  // The confinement it ran under: this kernel has Landlock ABI >= 6, and the filter's digest.
+  // The confinement it ran under: its namespaces (this launch asks for no PID namespace),
+  // this kernel's Landlock ABI (>= 6), and the filter's digest.
+  EXPECT_EQ(c.fields.at("namespaces"), "mnt,ipc,cgroup");
   EXPECT_EQ(c.fields.at("landlock-abi"), "6");
   EXPECT_EQ(c.fields.at("landlock-abi"), std::to_string(json_int(l.line, "landlock_abi")));
   EXPECT_EQ(c.fields.at("seccomp-sha256"), std::string(seccomp::filter_digest()));
@@ -308,8 +310,9 @@ TEST_F(AuditTest, RefusalLeavesItsRecordSet) {
   EXPECT_EQ(records.size(), 5u) << dump(records);
   expect_common(records, "failed");
   const auto& c = *set.control;
-  EXPECT_EQ(c.keys, (std::vector<std::string>{"virt", "op", "reason", "vm", "vm-pid", "exe",
-                                              "landlock-abi", "seccomp-sha256", "res"}))
+  EXPECT_EQ(c.keys,
+            (std::vector<std::string>{"virt", "op", "reason", "vm", "vm-pid", "exe", "namespaces",
+                                      "landlock-abi", "seccomp-sha256", "res"}))
       << c.body;
   EXPECT_EQ(c.fields.at("op"), "start");
   EXPECT_EQ(c.fields.at("reason"), "validate_request");
@@ -340,6 +343,7 @@ TEST_F(AuditTest, PidNamespaceLaunchReportsThePidTheSupervisorSees) {
   EXPECT_EQ(set.control->fields.at("vm-pid"), init);
   EXPECT_EQ(set.control->stamp_fields.at("pid"), init) << set.control->stamp;
   EXPECT_NE(init, std::to_string(l.helper_pid()));
+  EXPECT_EQ(set.control->fields.at("namespaces"), "mnt,ipc,cgroup,pid");
   expect_common(records, "success");
 }
 
@@ -386,8 +390,8 @@ TEST_F(AuditTest, HostileValuesArriveHexEncoded) {
   ASSERT_NE(evil_set.control, nullptr) << dump(evil_records);
   expect_common(evil_records, "failed");
   EXPECT_EQ(evil_set.control->keys,
-            (std::vector<std::string>{"virt", "op", "reason", "vm", "vm-pid", "exe", "landlock-abi",
-                                      "seccomp-sha256", "res"}));
+            (std::vector<std::string>{"virt", "op", "reason", "vm", "vm-pid", "exe", "namespaces",
+                                      "landlock-abi", "seccomp-sha256", "res"}));
   EXPECT_EQ(evil_set.control->fields.at("vm-pid"), "-1");
   ASSERT_NE(evil_set.netns, nullptr);
   EXPECT_EQ(evil_set.netns->fields.at("new-netns"), hex(*evil.netns));

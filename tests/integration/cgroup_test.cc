@@ -220,6 +220,91 @@ TEST_F(CgroupRunTest, SetsidEscapeeIsGoneAfterTheStopWithoutCgroupKill) {
   expect_setsid_escapee_killed({"--cgroup-kill-mode", "procs"}, "each pid in cgroup.procs");
 }
 
+// A compromised VMM against the cgroup tree its uid owns (the delegation makes every cgroup
+// under the parent the caller's), without netns, `files` or jail: a limit of its own cgroup,
+// leaving its cgroup for a sibling's through cgroup.procs, and cgroup.kill of another
+// sandbox. Every write fails (no cgroup mount in its namespace), nothing changed, and it sees
+// itself at the root of its cgroup namespace. The control below makes the same writes from
+// outside any sandbox, as the same user, and each one works.
+TEST_F(CgroupRunTest, AVmmReachesNoCgroupfsToKillASiblingLeaveItsCgroupOrLiftItsLimits) {
+  Running victim = launch(cgroup_probe("victim", {}));
+  Running sibling = launch(cgroup_probe("sibling", {}));
+  ProbeSpec attacker_spec = cgroup_probe("attacker", {});
+  attacker_spec.json.erase("netns");
+  const std::string own = sandbox_cgroup(attacker_spec);
+  const std::vector<std::string> writes = {
+      own + "/cgroup.max.descendants=0",
+      cgroup_->parent() + "/" + json_str(sibling.started, "id") + "/cgroup.procs=0",
+      cgroup_->parent() + "/" + json_str(victim.started, "id") + "/cgroup.kill=1"};
+  auto& args = attacker_spec.json["vmm"].as_object()["args"].as_array();
+  for (const auto& w : writes) {
+    args.emplace_back("--write");
+    args.emplace_back(w);
+  }
+  args.emplace_back("--check-path");
+  args.emplace_back(cgroup_->parent());
+  Running attacker = launch(attacker_spec);
+  const json::object& r = attacker.report;
+  SCOPED_TRACE(json::serialize(r));
+  for (const auto& w : writes) {
+    EXPECT_EQ(r.at("writes").as_object().at(w.substr(0, w.find('='))).as_int64(), ENOENT) << w;
+  }
+  EXPECT_EQ(r.at("check_paths").as_object().at(cgroup_->parent()).as_int64(), ENOENT);
+  // Its cgroup namespace is rooted at its own cgroup: every hierarchy shows "/".
+  const std::string self_cgroup(r.at("self_cgroup").as_string());
+  std::istringstream lines(self_cgroup);
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_TRUE(line.size() >= 2 && line.substr(line.size() - 2) == ":/") << line;
+  }
+  // Nothing changed: the victim runs, the attacker is still in its cgroup, its limit as made.
+  EXPECT_TRUE(process_alive(victim.vmm_pid()));
+  EXPECT_EQ(cgroup_of(attacker.vmm_pid()), cgroup_->proc_path(own));
+  EXPECT_EQ(trimmed(read_text_or_empty(own + "/cgroup.max.descendants")), "max");
+  for (Running* s : {&attacker, &sibling, &victim}) {
+    s->run->terminate();
+    EXPECT_EQ(s->run->finish(), 0) << s->run->stderr_text();
+  }
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+}
+
+TEST_F(CgroupRunTest, ControlTheSameCgroupWritesFromOutsideASandboxWork) {
+  Running victim = launch(cgroup_probe("ctl-victim", {}));
+  Running sibling = launch(cgroup_probe("ctl-sibling", {}));
+  Running target = launch(cgroup_probe("ctl-target", {}));
+  const std::string target_cgroup = cgroup_->parent() + "/" + json_str(target.started, "id");
+  const std::vector<std::string> writes = {
+      target_cgroup + "/cgroup.max.descendants=0",
+      cgroup_->parent() + "/" + json_str(sibling.started, "id") + "/cgroup.procs=0",
+      cgroup_->parent() + "/" + json_str(victim.started, "id") + "/cgroup.kill=1"};
+  // The probe as the same user, started in the supervisors' leaf (inside the delegation, as a
+  // sandbox is), outside any sandbox.
+  const std::string report = env().work() + "/control-cgroup.json";
+  std::vector<std::string> argv = {"/bin/sh", "-c", "echo $$ > \"$0\"/cgroup.procs && exec \"$@\"",
+                                   cgroup_->leaf()};
+  for (const auto& a : as_test_user()) argv.push_back(a);
+  argv.insert(argv.end(), {env().probe(), "--report", report});
+  for (const auto& w : writes) argv.insert(argv.end(), {"--write", w});
+  ChildProcess outside(argv, SpawnOptions{}, env().fresh_path("control-cgroup.stderr"));
+  json::object r = env().wait_for_report(report);
+  SCOPED_TRACE(json::serialize(r));
+  for (const auto& w : writes) {
+    EXPECT_EQ(r.at("writes").as_object().at(w.substr(0, w.find('='))).as_int64(), 0) << w;
+  }
+  EXPECT_EQ(trimmed(read_text_or_empty(target_cgroup + "/cgroup.max.descendants")), "0");
+  EXPECT_EQ(cgroup_of(outside.pid()),
+            cgroup_->proc_path(cgroup_->parent() + "/" + json_str(sibling.started, "id")));
+  json::object victim_exit = victim.run->expect_event("exited");
+  EXPECT_EQ(json_int(victim_exit, "signal"), SIGKILL) << json::serialize(victim_exit);
+  victim.run->finish();
+  kill(outside.pid(), SIGKILL);
+  outside.wait();
+  for (Running* s : {&sibling, &target}) {
+    s->run->terminate();
+    s->run->finish();
+  }
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+}
+
 // memory_max needs the memory controller, which this machine's cgroup2 lacks (it is bound to
 // v1): refused naming it, before anything is spawned, and the parent's subtree_control kept.
 TEST_F(CgroupRunTest, MemoryMaxIsRefusedNamingTheMemoryControllerAndNothingIsSpawned) {

@@ -9,8 +9,10 @@
 // The layers: the supervisor is not dumpable (PR_SET_DUMPABLE 0); the VMM's seccomp filter
 // refuses ptrace, process_vm_*, pidfd_getfd, kcmp and PR_SET_PDEATHSIG; its Landlock domain
 // scopes signals and keeps it from ptrace-mode access to anything outside the domain; with
-// `files`, Landlock allows only what the spec gave; the sandbox tmpfs is noexec.
+// `files`, Landlock allows only what the spec gave; the sandbox tmpfs is noexec; the filter
+// refuses every exec but the helper's own, and the key-management calls; an IPC namespace.
 #include <signal.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -176,8 +178,11 @@ class ContainmentTest : public SupervisorEnvTest {
   }
 
   // With `files`: a file the caller can read but the VMM was not given, a device it was not
-  // given, an ioctl on a basic /dev node, and a binary written into the sandbox dir and into
-  // its read_write dir.
+  // given, an ioctl on a basic /dev node; and a binary written into the sandbox dir and into
+  // its read_write dir, and into a memfd: no exec of it (the filter), directly, through the
+  // dynamic loader or through /proc/self/fd. Mapping a written file for execution is refused
+  // in the noexec sandbox dir, and still works in the read_write dir outside a jail (README,
+  // "It can still"; in a jail that dir is noexec too: jail_test).
   void files_confine(bool pid_namespace) {
     PolicySpec policy = env().default_policy();
     policy.extra_lines = {"read_only = /usr"};
@@ -191,7 +196,8 @@ class ContainmentTest : public SupervisorEnvTest {
         json::array{"--report",       spec.report, "--api-sock",     spec.api_socket,
                     "--read-file",    secret,      "--read-file",    "/usr/lib/os-release",
                     "--ioctl-device", "/dev/ptmx", "--ioctl-device", "/dev/null",
-                    "--exec-written", ".",         "--exec-written", rw};
+                    "--exec-written", ".",         "--exec-written", rw,
+                    "--exec-memfd"};
     spec.json["api_socket"] = spec.api_socket;
     spec.json["pid_namespace"] = pid_namespace;
     spec.json["files"] =
@@ -207,13 +213,28 @@ class ContainmentTest : public SupervisorEnvTest {
     const json::object& null = r.at("ioctl_devices").as_object().at("/dev/null").as_object();
     EXPECT_EQ(json_int(null, "open"), 0);
     EXPECT_EQ(json_int(null, "ioctl"), EACCES);  // LANDLOCK_ACCESS_FS_IOCTL_DEV not given
-    const json::object& exec = r.at("exec_written").as_object();
-    EXPECT_EQ(json_int(exec.at(".").as_object(), "write"), 0);
-    EXPECT_EQ(json_int(exec.at(".").as_object(), "exec"), EACCES);
-    EXPECT_EQ(json_int(exec.at(rw).as_object(), "write"), 0);
-    EXPECT_EQ(json_int(exec.at(rw).as_object(), "exec"), EACCES);
+    expect_no_exec(r, {".", rw});
+    EXPECT_EQ(json_int(r.at("exec_written").as_object().at(".").as_object(), "mmap_exec"), EPERM);
+    EXPECT_EQ(json_int(r.at("exec_written").as_object().at(rw).as_object(), "mmap_exec"), 0);
     stop(s);
     EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+  }
+
+ public:
+  // Every exec of the probe's report refused by the filter: what it wrote into each of
+  // `dirs`, directly and through the loader, and its memfd copy, by fd and by path.
+  static void expect_no_exec(const json::object& r, const std::vector<std::string>& dirs) {
+    const json::object& written = r.at("exec_written").as_object();
+    for (const std::string& dir : dirs) {
+      const json::object& d = written.at(dir).as_object();
+      EXPECT_EQ(json_int(d, "write"), 0) << dir;
+      EXPECT_EQ(json_int(d, "exec"), EPERM) << dir;
+      EXPECT_EQ(json_int(d, "loader"), EPERM) << dir;
+    }
+    const json::object& memfd = r.at("exec_memfd").as_object();
+    EXPECT_EQ(json_int(memfd, "memfd_create"), 0);
+    EXPECT_EQ(json_int(memfd, "execveat"), EPERM);
+    EXPECT_EQ(json_int(memfd, "proc_fd"), EPERM);
   }
 
  private:
@@ -356,14 +377,15 @@ TEST_F(ContainmentTest, FilesConfineReadsDevicesIoctlsAndExecInAPidNamespace) {
   files_confine(true);
 }
 
-// Control: the same probe without `files` and with /dev/ptmx reads the caller's file,
-// opens and ioctls the device, and executes what it wrote outside the noexec tmpfs; inside the
-// tmpfs exec still fails (noexec alone).
-TEST_F(ContainmentTest, ControlWithoutFilesTheSameReadsAndExecSucceed) {
+// Control: the same probe without `files` and with /dev/ptmx reads the caller's file, opens
+// and ioctls the device, and maps what it wrote outside the noexec tmpfs for execution; exec
+// stays refused (the filter is not a `files` layer).
+TEST_F(ContainmentTest, ControlWithoutFilesTheSameReadsSucceed) {
   const std::string secret = env().make_work_file("secret-control", "s");
-  ProbeSpec spec = probe_spec(
-      "files-control", {"--read-file", secret, "--ioctl-device", "/dev/ptmx", "--ioctl-device",
-                        "/dev/null", "--exec-written", ".", "--exec-written", env().work()});
+  ProbeSpec spec =
+      probe_spec("files-control", {"--read-file", secret, "--ioctl-device", "/dev/ptmx",
+                                   "--ioctl-device", "/dev/null", "--exec-written", ".",
+                                   "--exec-written", env().work(), "--exec-memfd"});
   Sandboxed s = start(spec);
   const json::object& r = s.report;
   SCOPED_TRACE(json::serialize(r));
@@ -374,10 +396,112 @@ TEST_F(ContainmentTest, ControlWithoutFilesTheSameReadsAndExecSucceed) {
   const json::object& null = r.at("ioctl_devices").as_object().at("/dev/null").as_object();
   EXPECT_EQ(json_int(null, "ioctl"), ENOTTY);  // reached the driver
   const json::object& exec = r.at("exec_written").as_object();
-  EXPECT_EQ(json_int(exec.at(".").as_object(), "exec"), EACCES);  // the noexec tmpfs
-  EXPECT_EQ(json_int(exec.at(env().work()).as_object(), "exec"), 0);
+  EXPECT_EQ(json_int(exec.at(".").as_object(), "mmap_exec"), EPERM);  // the noexec tmpfs
+  EXPECT_EQ(json_int(exec.at(env().work()).as_object(), "mmap_exec"), 0);
+  expect_no_exec(r, {".", env().work()});
   stop(s);
   EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+}
+
+// Control for exec: outside any sandbox, as the same user, the same probe executes what it
+// wrote, directly and through the dynamic loader, and its memfd copy by fd and by path.
+TEST_F(ContainmentTest, ControlOutsideASandboxWrittenFilesAndMemfdsExecute) {
+  const std::string report = env().work() + "/control-exec.json";
+  auto outside = start_outside(
+      {"--report", report, "--exec-written", env().work(), "--exec-memfd", "--exit-now"});
+  json::object r = env().wait_for_report(report);
+  SCOPED_TRACE(json::serialize(r));
+  const json::object& d = r.at("exec_written").as_object().at(env().work()).as_object();
+  EXPECT_EQ(json_int(d, "exec"), 0);
+  EXPECT_EQ(json_int(d, "loader"), 0);
+  EXPECT_EQ(json_int(d, "mmap_exec"), 0);
+  const json::object& memfd = r.at("exec_memfd").as_object();
+  EXPECT_EQ(json_int(memfd, "execveat"), 0);
+  EXPECT_EQ(json_int(memfd, "proc_fd"), 0);
+  outside->wait();
+}
+
+// The caller's SysV IPC and keyrings, from a sandbox with and without a PID namespace and from
+// a jail: a 0600 shared-memory segment of the user (another IPC namespace: no such id), a key
+// in the user's keyring, and a new key there (the filter). The control, outside any sandbox,
+// reads both secrets and adds the key.
+class IpcTest : public ContainmentTest {
+ protected:
+  void SetUp() override {
+    ContainmentTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    const std::string report = env().work() + "/ipc-maker.json";
+    maker_ = start_outside({"--report", report, "--make-ipc"});
+    json::object r = env().wait_for_report(report);
+    const json::object& made = r.at("made_ipc").as_object();
+    shm_id_ = json_int(made, "shm_id");
+    key_id_ = json_int(made, "key_id");
+    ASSERT_GE(shm_id_, 0) << json::serialize(r);
+    ASSERT_GT(key_id_, 0) << json::serialize(r);
+  }
+  void TearDown() override {
+    if (shm_id_ >= 0) shmctl(static_cast<int>(shm_id_), IPC_RMID, nullptr);
+    if (maker_) {
+      kill(maker_->pid(), SIGTERM);
+      maker_->wait();
+    }
+    ContainmentTest::TearDown();
+  }
+  std::vector<std::string> attack_flags() const {
+    return {"--shm-id", std::to_string(shm_id_), "--key-id", std::to_string(key_id_), "--add-key"};
+  }
+  static void expect_refused(const json::object& report) {
+    SCOPED_TRACE(json::serialize(report));
+    const json::object& a = report.at("ipc_attacks").as_object();
+    EXPECT_EQ(json_int(a, "shmat"), EINVAL);  // no such segment in its IPC namespace
+    EXPECT_EQ(json_int(a, "shm_secret"), 0);
+    EXPECT_EQ(json_int(a, "keyctl_read"), EPERM);
+    EXPECT_EQ(json_int(a, "key_secret"), 0);
+    EXPECT_EQ(json_int(a, "add_key"), EPERM);
+  }
+
+  std::unique_ptr<ChildProcess> maker_;
+  int64_t shm_id_ = -1, key_id_ = -1;
+};
+
+TEST_F(IpcTest, SysvShmAndKeyringsAreOutOfReach) {
+  Sandboxed s = start(probe_spec("ipc", attack_flags()));
+  expect_refused(s.report);
+  stop(s);
+}
+
+TEST_F(IpcTest, SysvShmAndKeyringsAreOutOfReachInAPidNamespace) {
+  ProbeSpec spec = probe_spec("ipc-pidns", attack_flags());
+  spec.json["pid_namespace"] = true;
+  Sandboxed s = start(spec);
+  expect_refused(s.report);
+  stop(s);
+}
+
+TEST_F(IpcTest, SysvShmAndKeyringsAreOutOfReachInAJail) {
+  PolicySpec policy = env().default_policy();
+  policy.extra_lines = {"read_only = /usr"};
+  ScopedPolicy scoped(env(), policy);
+  Sandboxed s = start(jailed_spec("ipc-jail", attack_flags()));
+  expect_refused(s.report);
+  stop(s);
+}
+
+TEST_F(IpcTest, ControlOutsideASandboxTheSameUserReadsBothAndAddsAKey) {
+  const std::string report = env().work() + "/ipc-control.json";
+  std::vector<std::string> flags = {"--report", report};
+  for (const auto& f : attack_flags()) flags.push_back(f);
+  auto outside = start_outside(flags);
+  json::object r = env().wait_for_report(report);
+  SCOPED_TRACE(json::serialize(r));
+  const json::object& a = r.at("ipc_attacks").as_object();
+  EXPECT_EQ(json_int(a, "shmat"), 0);
+  EXPECT_EQ(json_int(a, "shm_secret"), 1);
+  EXPECT_EQ(json_int(a, "keyctl_read"), 0);
+  EXPECT_EQ(json_int(a, "key_secret"), 1);
+  EXPECT_EQ(json_int(a, "add_key"), 0);
+  kill(outside->pid(), SIGTERM);
+  outside->wait();
 }
 
 // Control for the device rule: given in files.devices (and the policy), /dev/ptmx opens

@@ -57,24 +57,6 @@ class JailTest : public SupervisorEnvTest {
     env().write_policy(policy);
   }
 
-  // A jailed probe under the default PID namespace: its report and API socket in a
-  // per-sandbox directory given read-write, /usr read-only for its libraries and loader.
-  ProbeSpec jailed_spec(const std::string& tag, const std::vector<std::string>& flags = {}) {
-    ProbeSpec spec = probe_spec(tag, {}, false);
-    spec.json.erase("pid_namespace");
-    const std::string rw = env().make_caller_dir(spec.id + ".d");
-    spec.report = rw + "/report.json";
-    spec.api_socket = rw + "/api.sock";
-    json::array args{"--report", spec.report, "--api-sock", spec.api_socket};
-    for (const auto& f : flags) args.emplace_back(f);
-    spec.json["vmm"].as_object()["args"] = args;
-    spec.json["api_socket"] = spec.api_socket;
-    spec.json["jail"] = true;
-    spec.json["files"] =
-        json::object{{"read_only", json::array{"/usr"}}, {"read_write", json::array{rw}}};
-    return spec;
-  }
-
   static std::string path_dirname_of(const std::string& p) { return p.substr(0, p.rfind('/')); }
 
   // What a jailed VMM must not find and an unjailed one does: the host's files, the test's

@@ -2,9 +2,12 @@
 // The VMM's syscall filter (helper/seccomp.cc) tested directly, as root: installed in a forked
 // child (it cannot be removed), every mount and namespace call must fail with EPERM where root
 // without the filter succeeds or fails differently; clone with namespace flags is EPERM, clone3
-// is ENOSYS (so libc falls back to clone), and a plain fork still works.
+// is ENOSYS (so libc falls back to clone), and a plain fork still works. Key management, mode,
+// owner and xattr changes, and every exec but the helper's own (execveat from kExecFd) are
+// EPERM too.
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <linux/keyctl.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -30,9 +33,15 @@
 #include <thread>
 
 #include "helper/seccomp.h"
+#include "helper/seccomp_rules.h"
 
 namespace sbx::seccomp {
 namespace {
+
+// Syscalls newer than this build's headers may name (seccomp_rules.h: kDeniedByNumber).
+constexpr long kFchmodat2 = 452;
+constexpr long kSetxattrat = 463;
+constexpr long kRemovexattrat = 466;
 
 // Exit codes of the child when it could not even get to the checks.
 constexpr int kChildNoPrivateMounts = 100;
@@ -134,6 +143,60 @@ long clone_and_reap(long ret) {
   int sig = -1;
   record(out, "prctl_get_pdeathsig", prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0));
 
+  // The caller's keyrings (the child's own session keyring is the caller's here).
+  record(out, "keyctl", syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_USER_KEYRING, 0));
+  record(out, "add_key",
+         syscall(SYS_add_key, "user", "sbx-seccomp-test", "x", 1, KEY_SPEC_PROCESS_KEYRING));
+  record(out, "request_key",
+         syscall(SYS_request_key, "user", "sbx-seccomp-absent", nullptr, KEY_SPEC_PROCESS_KEYRING));
+  // Metadata of a file the parent made beside `scratch` (a tmpfs may be on `scratch` now).
+  const std::string file = scratch + ".file";
+  const char* f = file.c_str();
+  int ffd = open(f, O_RDWR | O_CLOEXEC);
+  record(out, "chmod", syscall(SYS_chmod, f, 0644));
+  record(out, "fchmod", syscall(SYS_fchmod, ffd, 0644));
+  record(out, "fchmodat", syscall(SYS_fchmodat, AT_FDCWD, f, 0644));
+  record(out, "fchmodat2", syscall(kFchmodat2, AT_FDCWD, f, 0644, 0));
+  record(out, "chown", syscall(SYS_chown, f, 0, 0));
+  record(out, "fchown", syscall(SYS_fchown, ffd, 0, 0));
+  record(out, "lchown", syscall(SYS_lchown, f, 0, 0));
+  record(out, "fchownat", syscall(SYS_fchownat, AT_FDCWD, f, 0, 0, 0));
+  record(out, "setxattr", syscall(SYS_setxattr, f, "user.sbx", "1", 1, 0));
+  record(out, "lsetxattr", syscall(SYS_lsetxattr, f, "user.sbx", "1", 1, 0));
+  record(out, "fsetxattr", syscall(SYS_fsetxattr, ffd, "user.sbx", "1", 1, 0));
+  record(out, "removexattr", syscall(SYS_removexattr, f, "user.sbx"));
+  record(out, "lremovexattr", syscall(SYS_lremovexattr, f, "user.sbx"));
+  record(out, "fremovexattr", syscall(SYS_fremovexattr, ffd, "user.sbx"));
+  record(out, "setxattrat", syscall(kSetxattrat, AT_FDCWD, f, 0, "user.sbx", nullptr, 0));
+  record(out, "removexattrat", syscall(kRemovexattrat, AT_FDCWD, f, 0, "user.sbx"));
+  close(ffd);
+  // exec: nothing by path; execveat only from kExecFd with AT_EMPTY_PATH (closed here: EBADF
+  // shows the filter let the call through to the kernel).
+  char* const no_argv[] = {const_cast<char*>("x"), nullptr};
+  char* const no_env[] = {nullptr};
+  const std::string absent = scratch + "/absent";
+  record(out, "execve", syscall(SYS_execve, absent.c_str(), no_argv, no_env));
+  record(out, "execveat_path", syscall(SYS_execveat, AT_FDCWD, absent.c_str(), no_argv, no_env, 0));
+  record(out, "execveat_other_fd",
+         syscall(SYS_execveat, kExecFd - 1, "", no_argv, no_env, AT_EMPTY_PATH));
+  record(out, "execveat_other_flags",
+         syscall(SYS_execveat, kExecFd, "", no_argv, no_env, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
+  record(out, "execveat_exec_fd_closed",
+         syscall(SYS_execveat, kExecFd, "", no_argv, no_env, AT_EMPTY_PATH));
+  // ... and from kExecFd, a real binary runs: the helper's own exec of the VMM.
+  pid_t runner = fork();
+  if (runner == 0) {
+    int bin = open("/bin/true", O_PATH | O_CLOEXEC);
+    if (bin < 0 || dup3(bin, kExecFd, O_CLOEXEC) != kExecFd) _exit(99);
+    char* const true_argv[] = {const_cast<char*>("true"), nullptr};
+    syscall(SYS_execveat, kExecFd, "", true_argv, no_env, AT_EMPTY_PATH);
+    _exit(98);
+  }
+  int runner_status = 0;
+  waitpid(runner, &runner_status, 0);
+  errno = WIFEXITED(runner_status) ? WEXITSTATUS(runner_status) : EINTR;
+  record(out, "execveat_exec_fd", errno == 0 ? 0 : -1);
+
   pid_t pid = fork();
   if (pid == 0) _exit(42);
   int status = 0;
@@ -152,6 +215,7 @@ Results run_checks(bool with_filter) {
     return {};
   }
   const std::string scratch = tmpl;
+  close(open((scratch + ".file").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
     ADD_FAILURE() << "pipe2: " << std::strerror(errno);
@@ -183,6 +247,7 @@ Results run_checks(bool with_filter) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   std::filesystem::remove(scratch);
+  std::filesystem::remove(scratch + ".file");
   EXPECT_GT(pid, 0) << "fork: " << std::strerror(errno);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
       << "the check child ended with status " << status << " (100: no private mount ns, "
@@ -235,6 +300,53 @@ TEST_F(SeccompFilterTest, DeniesReachingIntoOtherProcessesWithEperm) {
   }
   // Only the setter is refused: reading the parent-death signal stays allowed.
   EXPECT_EQ(filtered.at("prctl_get_pdeathsig"), 0);
+}
+
+// A compromised VMM must not reach the caller's keyrings, open up a file of the caller's that
+// `files` did not give it by changing its mode, owner or extended attributes (Landlock does not
+// cover them), or start any program: no execve, and execveat only as the helper's own exec.
+TEST_F(SeccompFilterTest, DeniesKeyringsMetadataChangesAndExecWithEperm) {
+  const Results filtered = run_checks(true);
+  const Results control = run_checks(false);
+  for (const char* name : {"keyctl",
+                           "add_key",
+                           "request_key",
+                           "chmod",
+                           "fchmod",
+                           "fchmodat",
+                           "fchmodat2",
+                           "chown",
+                           "fchown",
+                           "lchown",
+                           "fchownat",
+                           "setxattr",
+                           "lsetxattr",
+                           "fsetxattr",
+                           "removexattr",
+                           "lremovexattr",
+                           "fremovexattr",
+                           "setxattrat",
+                           "removexattrat",
+                           "execve",
+                           "execveat_path",
+                           "execveat_other_fd",
+                           "execveat_other_flags"}) {
+    ASSERT_TRUE(filtered.count(name) && control.count(name)) << name << " was not checked";
+    EXPECT_EQ(filtered.at(name), EPERM) << name;
+    EXPECT_NE(control.at(name), EPERM) << name << ": root without the filter gets EPERM too";
+  }
+  // Root without the filter succeeds outright at these.
+  for (const char* name : {"keyctl", "add_key", "chmod", "fchmod", "fchmodat", "chown", "fchown",
+                           "lchown", "fchownat"}) {
+    EXPECT_EQ(control.at(name), 0) << name;
+  }
+  EXPECT_EQ(control.at("execve"), ENOENT);
+  // The one execveat the filter lets through reaches the kernel (EBADF: nothing at kExecFd),
+  // and with a binary at kExecFd it runs.
+  EXPECT_EQ(filtered.at("execveat_exec_fd_closed"), EBADF);
+  EXPECT_EQ(control.at("execveat_exec_fd_closed"), EBADF);
+  EXPECT_EQ(filtered.at("execveat_exec_fd"), 0);
+  EXPECT_EQ(control.at("execveat_exec_fd"), 0);
 }
 
 TEST_F(SeccompFilterTest, EveryNamedSyscallIsChecked) {

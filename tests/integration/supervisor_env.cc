@@ -182,6 +182,23 @@ ProbeSpec SupervisorEnvTest::probe_spec(const std::string& tag,
   return s;
 }
 
+ProbeSpec SupervisorEnvTest::jailed_spec(const std::string& tag,
+                                         const std::vector<std::string>& probe_flags) {
+  ProbeSpec spec = probe_spec(tag, {}, false);
+  spec.json.erase("pid_namespace");
+  const std::string rw = env().make_caller_dir(spec.id + ".d");
+  spec.report = rw + "/report.json";
+  spec.api_socket = rw + "/api.sock";
+  json::array args{"--report", spec.report, "--api-sock", spec.api_socket};
+  for (const auto& f : probe_flags) args.emplace_back(f);
+  spec.json["vmm"].as_object()["args"] = args;
+  spec.json["api_socket"] = spec.api_socket;
+  spec.json["jail"] = true;
+  spec.json["files"] =
+      json::object{{"read_only", json::array{"/usr"}}, {"read_write", json::array{rw}}};
+  return spec;
+}
+
 std::string SupervisorEnvTest::write_spec(const json::object& spec) {
   const auto* id = spec.if_contains("id");
   std::string stem = id != nullptr && id->is_string() ? std::string(id->as_string()) : "spec";

@@ -123,6 +123,10 @@ class SupervisorEnvTest : public HelperEnvTest {
   // "pid_namespace": false (set it to true, or remove it for the default).
   ProbeSpec probe_spec(const std::string& tag, const std::vector<std::string>& probe_flags = {},
                        bool with_api_socket = true);
+  // A jailed probe under the default PID namespace: its report and API socket in a
+  // per-sandbox directory given read-write (files.read_write), /usr read-only for its libraries
+  // and loader. The policy must allow `read_only = /usr`.
+  ProbeSpec jailed_spec(const std::string& tag, const std::vector<std::string>& probe_flags = {});
   // Writes the spec as a root 0644 file in work() (readable by the test user); returns its path.
   std::string write_spec(const boost::json::object& spec);
   std::string write_spec_text(const std::string& name, const std::string& text);

@@ -4,12 +4,15 @@
 // seccomp verdicts) as one JSON report, then idles like a VMM until SIGTERM, so tests assert facts.
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/keyctl.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -80,7 +83,9 @@ void OnSigterm(int) {
       "probe_vmm: %s\nusage: probe_vmm --report PATH [--api-sock PATH] "
       "[--ignore-sigterm] [--children N] [--setsid-child] [--exit-code N] [--burn-ms N]\n"
       "       [--clear-pdeathsig] [--read-file PATH]... [--ioctl-device PATH]...\n"
-      "       [--exec-written DIR]... [--attack-file PATH] [--connect PATH] [-- ARGS...]\n",
+      "       [--exec-written DIR]... [--exec-memfd] [--attack-file PATH] [--connect PATH]\n"
+      "       [--swap-api-sock-to PATH | --link-api-sock-to PATH] [--write PATH=VALUE]...\n"
+      "       [--make-ipc] [--shm-id N] [--key-id N] [--add-key] [-- ARGS...]\n",
       msg.c_str());
   std::exit(kUsageExit);
 }
@@ -362,6 +367,19 @@ struct Options {
   std::optional<std::string> listen_abstract;  // an abstract unix socket kept listening
   std::vector<std::string> connect_abstract;   // errno of connecting to each abstract name
   int burn_ms = 0;  // CPU time to spend before the report (cgroup usage tests)
+  // The API socket redirected to another sandbox's (the supervisor must not follow it):
+  // replaced by a symlink to TARGET once the first connection (readiness) was accepted, or a
+  // symlink from the start in place of a socket.
+  std::optional<std::string> swap_api_sock_to;
+  std::optional<std::string> link_api_sock_to;
+  std::vector<std::pair<std::string, std::string>> writes;  // --write PATH=VALUE: errno of each
+  bool exec_memfd = false;  // a copy of this binary in a memfd, executed two ways
+  // The caller's SysV IPC and keyrings: --make-ipc makes a 0600 shm segment and a key in the
+  // user keyring and reports their ids; --shm-id / --key-id / --add-key attack them.
+  bool make_ipc = false;
+  std::optional<long> shm_id;
+  std::optional<long> key_id;
+  bool add_key = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -432,6 +450,128 @@ void AttackPeer(int conn) {
 // Reads "NAME PID" lines from the attack file, attacks each, and writes REPORT.attacks.
 void RunAttackFile(const std::string& path, const std::string& report);
 
+#if defined(__x86_64__)
+constexpr const char* kLoader = "/lib64/ld-linux-x86-64.so.2";
+#elif defined(__aarch64__)
+constexpr const char* kLoader = "/lib/ld-linux-aarch64.so.1";
+#endif
+
+// Runs `exec(child)` in a child: the exec's errno, read back on a close-on-exec pipe, or 0 if
+// it happened (the program then runs with the arguments given: this probe exits with its
+// usage status). `exec` gets the argv, null-terminated.
+template <typename Exec>
+long long ExecErrnoInChild(const std::vector<const char*>& args, Exec exec) {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return errno;
+  std::vector<char*> argv;
+  for (const char* a : args) argv.push_back(const_cast<char*>(a));
+  argv.push_back(nullptr);
+  pid_t child = fork();
+  if (child == 0) {
+    exec(argv.data());
+    int err = errno;
+    (void)!write(pipe_fds[1], &err, sizeof(err));
+    _exit(127);
+  }
+  close(pipe_fds[1]);
+  int err = 0;
+  ssize_t n = read(pipe_fds[0], &err, sizeof(err));
+  close(pipe_fds[0]);
+  int status = 0;
+  if (child > 0) waitpid(child, &status, 0);
+  return child < 0 ? EAGAIN : n == static_cast<ssize_t>(sizeof(err)) ? err : 0;
+}
+
+long long RunInChild(const char* path, const std::vector<const char*>& args) {
+  return ExecErrnoInChild(args, [path](char** argv) { execv(path, argv); });
+}
+
+// A copy of this binary in a memfd, executed by its fd and by its /proc/self/fd path.
+void WriteMemfdExec(JsonWriter& w) {
+  w.Key("exec_memfd").BeginObject();
+  auto self = ReadFile("/proc/self/exe", 64 << 20);
+  int fd = static_cast<int>(syscall(SYS_memfd_create, "sbx-probe", 0));
+  w.Key("memfd_create").Int(ErrnoOf(fd));
+  if (fd >= 0 && self &&
+      write(fd, self->data(), self->size()) == static_cast<ssize_t>(self->size())) {
+    w.Key("execveat").Int(ExecErrnoInChild({"memfd-probe"}, [fd](char** argv) {
+      char* env[] = {nullptr};
+      syscall(SYS_execveat, fd, "", argv, env, AT_EMPTY_PATH);
+    }));
+    const std::string via = "/proc/self/fd/" + std::to_string(fd);
+    w.Key("proc_fd").Int(RunInChild(via.c_str(), {via.c_str()}));
+  } else {
+    w.Key("execveat").Null();
+    w.Key("proc_fd").Null();
+  }
+  if (fd >= 0) close(fd);
+  w.EndObject();
+}
+
+void WriteWrites(JsonWriter& w, const Options& opt) {
+  w.Key("writes").BeginObject();
+  for (const auto& [path, value] : opt.writes) {
+    int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    long long err = ErrnoOf(fd);
+    if (fd >= 0) {
+      if (write(fd, value.data(), value.size()) != static_cast<ssize_t>(value.size())) {
+        err = errno == 0 ? EIO : errno;
+      }
+      close(fd);
+    }
+    w.Key(path).Int(err);
+  }
+  w.EndObject();
+}
+
+constexpr char kIpcSecret[] = "sbx-ipc-secret";
+// Key permissions (keyutils.h's KEY_POS_ALL, KEY_USR_VIEW | KEY_USR_READ | KEY_USR_SEARCH).
+constexpr unsigned long kKeyPossessorAll = 0x3f000000;
+constexpr unsigned long kKeyUserViewReadSearch = 0x000b0000;
+
+void WriteIpc(JsonWriter& w, const Options& opt) {
+  if (opt.make_ipc) {
+    w.Key("made_ipc").BeginObject();
+    int shm = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+    if (shm >= 0) {
+      void* at = shmat(shm, nullptr, 0);
+      if (at != reinterpret_cast<void*>(-1)) {
+        std::memcpy(at, kIpcSecret, sizeof(kIpcSecret));
+        shmdt(at);
+      }
+    }
+    w.Key("shm_id").Int(shm);
+    long key = syscall(SYS_add_key, "user", "sbx-it-key", kIpcSecret, sizeof(kIpcSecret) - 1,
+                       KEY_SPEC_USER_KEYRING);
+    // Readable by the uid, not only by a possessor: the attack needs no keyring link.
+    if (key >= 0) {
+      syscall(SYS_keyctl, KEYCTL_SETPERM, key, kKeyPossessorAll | kKeyUserViewReadSearch);
+    }
+    w.Key("key_id").Int(key);
+    w.EndObject();
+  }
+  w.Key("ipc_attacks").BeginObject();
+  if (opt.shm_id) {
+    void* at = shmat(static_cast<int>(*opt.shm_id), nullptr, SHM_RDONLY);
+    const bool attached = at != reinterpret_cast<void*>(-1);
+    w.Key("shmat").Int(attached ? 0 : errno);
+    w.Key("shm_secret").Int(attached && std::memcmp(at, kIpcSecret, sizeof(kIpcSecret)) == 0);
+    if (attached) shmdt(at);
+  }
+  if (opt.key_id) {
+    char buf[64] = {};
+    long n = syscall(SYS_keyctl, KEYCTL_READ, *opt.key_id, buf, sizeof(buf) - 1);
+    w.Key("keyctl_read").Int(ErrnoOf(n));
+    w.Key("key_secret").Int(n > 0 && std::string_view(buf) == kIpcSecret);
+  }
+  if (opt.add_key) {
+    long key = syscall(SYS_add_key, "user", "sbx-it-added", "x", 1, KEY_SPEC_USER_KEYRING);
+    w.Key("add_key").Int(ErrnoOf(key));
+    if (key >= 0) syscall(SYS_keyctl, KEYCTL_INVALIDATE, key);
+  }
+  w.EndObject();
+}
+
 void WriteFileAttacks(JsonWriter& w, const Options& opt) {
   w.Key("read_files").BeginObject();
   for (const auto& path : opt.read_files) {
@@ -474,26 +614,17 @@ void WriteFileAttacks(JsonWriter& w, const Options& opt) {
     }
     w.Key("write").Int(write_err);
     if (write_err == 0) {
-      int pipe_fds[2];
-      long long exec_err = EIO;
-      if (pipe2(pipe_fds, O_CLOEXEC) == 0) {
-        pid_t child = fork();
-        if (child == 0) {
-          char* const child_argv[] = {const_cast<char*>(path.c_str()), nullptr};
-          execv(path.c_str(), child_argv);
-          int err = errno;
-          (void)!write(pipe_fds[1], &err, sizeof(err));
-          _exit(127);
-        }
-        close(pipe_fds[1]);
-        int err = 0;
-        ssize_t n = read(pipe_fds[0], &err, sizeof(err));
-        close(pipe_fds[0]);
-        int status = 0;
-        if (child > 0) waitpid(child, &status, 0);
-        exec_err = n == static_cast<ssize_t>(sizeof(err)) ? err : 0;
-      }
+      const long long exec_err = RunInChild(path.c_str(), {path.c_str()});
       w.Key("exec").Int(exec_err);
+      w.Key("loader").Int(RunInChild(kLoader, {kLoader, path.c_str()}));
+      // What a loader does with it: map it for execution (a noexec mount refuses).
+      int map_fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      void* mapped = map_fd < 0
+                         ? MAP_FAILED
+                         : mmap(nullptr, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, map_fd, 0);
+      w.Key("mmap_exec").Int(map_fd < 0 ? errno : mapped == MAP_FAILED ? errno : 0);
+      if (mapped != MAP_FAILED) munmap(mapped, 4096);
+      if (map_fd >= 0) close(map_fd);
       unlink(path.c_str());
     } else {
       w.Key("exec").Null();
@@ -501,6 +632,9 @@ void WriteFileAttacks(JsonWriter& w, const Options& opt) {
     w.EndObject();
   }
   w.EndObject();
+  if (opt.exec_memfd) WriteMemfdExec(w);
+  WriteWrites(w, opt);
+  WriteIpc(w, opt);
 }
 
 // A unix socket address: a path, or with `abstract` a name in the abstract namespace.
@@ -631,6 +765,9 @@ Options ParseArgs(int argc, char** argv) {
         {"--clear-pdeathsig", &opt.clear_pdeathsig},
         {"--sigterm-default", &opt.sigterm_default},
         {"--exit-now", &opt.exit_now},
+        {"--exec-memfd", &opt.exec_memfd},
+        {"--make-ipc", &opt.make_ipc},
+        {"--add-key", &opt.add_key},
     };
     bool is_switch = false;
     for (const auto& [name, flag] : switches) {
@@ -642,13 +779,27 @@ Options ParseArgs(int argc, char** argv) {
         arg != "--ioctl-device" && arg != "--exec-written" && arg != "--attack-file" &&
         arg != "--connect" && arg != "--check-path" && arg != "--try-write" &&
         arg != "--open-write" && arg != "--try-connect" && arg != "--listen-abstract" &&
-        arg != "--connect-abstract" && arg != "--burn-ms") {
+        arg != "--connect-abstract" && arg != "--burn-ms" && arg != "--swap-api-sock-to" &&
+        arg != "--link-api-sock-to" && arg != "--write" && arg != "--shm-id" && arg != "--key-id") {
       Usage("unknown argument: " + arg);
     }
     if (i + 1 >= argc) Usage(arg + " needs a value");
     std::string value = argv[++i];
     if (arg == "--listen-abstract") {
       opt.listen_abstract = value;
+    } else if (arg == "--swap-api-sock-to") {
+      opt.swap_api_sock_to = value;
+    } else if (arg == "--link-api-sock-to") {
+      opt.link_api_sock_to = value;
+    } else if (arg == "--write") {
+      const size_t eq =
+          value.find('=', value.rfind('/') == std::string::npos ? 0 : value.rfind('/'));
+      if (eq == std::string::npos) Usage("--write needs PATH=VALUE");
+      opt.writes.emplace_back(value.substr(0, eq), value.substr(eq + 1));
+    } else if (arg == "--shm-id") {
+      opt.shm_id = ParseInt(arg, value.c_str(), 0, 1 << 30);
+    } else if (arg == "--key-id") {
+      opt.key_id = ParseInt(arg, value.c_str(), 0, 1 << 30);
     } else if (arg == "--connect-abstract") {
       opt.connect_abstract.push_back(value);
     } else if (arg == "--check-path") {
@@ -880,6 +1031,7 @@ std::string BuildReport(int argc, char** argv, const Options& opt, const char* s
   setsid_child ? w.Int(*setsid_child) : w.Null();
   w.Key("api_sock").OptString(opt.api_sock);
   w.Key("exe").OptString(ReadLinkAt(AT_FDCWD, "/proc/self/exe"));
+  w.Key("self_cgroup").OptString(ReadFile("/proc/self/cgroup", 4096));  // as its cgroup ns shows
   WriteFileAttacks(w, opt);
   WriteViewFacts(w, opt);
   w.EndObject();
@@ -959,7 +1111,14 @@ int Run(int argc, char** argv) {
       opt.listen_abstract ? ListenAbstract(*opt.listen_abstract) : -1;
   if (opt.listen_abstract && abstract_listener < 0) Fail("listen on @" + *opt.listen_abstract);
   // The socket comes before the children so a bind failure leaves no stray processes behind.
-  int listen_fd = opt.api_sock ? CreateListenSocket(*opt.api_sock) : -1;
+  int listen_fd = -1;
+  if (opt.api_sock && opt.link_api_sock_to) {
+    if (symlink(opt.link_api_sock_to->c_str(), opt.api_sock->c_str()) != 0) {
+      Fail("symlink " + *opt.api_sock);
+    }
+  } else if (opt.api_sock) {
+    listen_fd = CreateListenSocket(*opt.api_sock);
+  }
   std::vector<pid_t> children;
   for (int i = 0; i < opt.children; ++i) {
     children.push_back(SpawnChild(opt.ignore_sigterm, false, listen_fd));
@@ -992,6 +1151,15 @@ int Run(int argc, char** argv) {
       while ((conn = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0) {
         if (opt.attack_file) AttackPeer(conn);
         close(conn);
+        // Readiness was seen: now the path leads to another sandbox's socket.
+        if (opt.swap_api_sock_to) {
+          const std::string tmp = *opt.api_sock + ".swap";
+          if (symlink(opt.swap_api_sock_to->c_str(), tmp.c_str()) != 0 ||
+              rename(tmp.c_str(), opt.api_sock->c_str()) != 0) {
+            Fail("swap " + *opt.api_sock + " for a symlink");
+          }
+          opt.swap_api_sock_to.reset();
+        }
       }
     }
     if (opt.attack_file && !attacked && access(opt.attack_file->c_str(), F_OK) == 0) {

@@ -124,7 +124,8 @@ TEST(AuditRecords, SuccessSet) {
   EXPECT_EQ(records[4].type, AUDIT_VIRT_CONTROL);
   EXPECT_EQ(records[4].text,
             "virt=sbx op=start vm=\"vm-0001\" vm-pid=4242 "
-            "exe=\"/usr/bin/qemu-system-x86_64\" landlock-abi=6 seccomp-sha256=" +
+            "exe=\"/usr/bin/qemu-system-x86_64\" namespaces=mnt,ipc,cgroup landlock-abi=6 "
+            "seccomp-sha256=" +
                 std::string(seccomp::filter_digest()) + " res=success");
 }
 
@@ -139,7 +140,8 @@ TEST(AuditRecords, RefusalNamesTheStepAndNoPid) {
             "new-fs=\"/run/sbx/vm-0001\" res=failed");
   EXPECT_EQ(records[1].text,
             "virt=sbx op=start reason=validate_request vm=\"vm-0001\" vm-pid=-1 "
-            "exe=\"/usr/bin/qemu-system-x86_64\" landlock-abi=? seccomp-sha256=" +
+            "exe=\"/usr/bin/qemu-system-x86_64\" namespaces=mnt,ipc,cgroup landlock-abi=? "
+            "seccomp-sha256=" +
                 std::string(seccomp::filter_digest()) + " res=failed");
 }
 
@@ -147,10 +149,11 @@ TEST(AuditRecords, WithoutARequestOnlyTheControlRecord) {
   auto records = records_for(nullptr, Status(Step::kReadRequest, EPROTO, "bad"), 1);
   ASSERT_EQ(records.size(), 1u);
   EXPECT_EQ(records[0].type, AUDIT_VIRT_CONTROL);
-  EXPECT_EQ(records[0].text,
-            "virt=sbx op=start reason=read_request vm=? vm-pid=-1 exe=? landlock-abi=? "
-            "seccomp-sha256=" +
-                std::string(seccomp::filter_digest()) + " res=failed");
+  EXPECT_EQ(
+      records[0].text,
+      "virt=sbx op=start reason=read_request vm=? vm-pid=-1 exe=? namespaces=? landlock-abi=? "
+      "seccomp-sha256=" +
+          std::string(seccomp::filter_digest()) + " res=failed");
 }
 
 // Every value the caller controls, hostile: each record still has exactly its own fields.
@@ -169,8 +172,8 @@ TEST(AuditRecords, HostileValuesCannotForgeFields) {
   EXPECT_EQ(keys(records[1].text), (V{"virt", "resrc", "reason", "vm", "old-fs", "new-fs", "res"}));
   EXPECT_EQ(keys(records[2].text),
             (V{"virt", "resrc", "reason", "vm", "link", "old-disk", "new-disk", "res"}));
-  EXPECT_EQ(keys(records[3].text), (V{"virt", "op", "reason", "vm", "vm-pid", "exe", "landlock-abi",
-                                      "seccomp-sha256", "res"}));
+  EXPECT_EQ(keys(records[3].text), (V{"virt", "op", "reason", "vm", "vm-pid", "exe", "namespaces",
+                                      "landlock-abi", "seccomp-sha256", "res"}));
   for (const auto& r : records) {
     EXPECT_EQ(r.text.find('\n'), std::string::npos) << r.text;
     EXPECT_EQ(r.text.find('\''), std::string::npos) << r.text;

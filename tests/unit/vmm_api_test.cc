@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The graceful-stop clients against in-process fake peers on a real unix socket: replies
 // dribbled one byte at a time, peers that never answer (the deadline holds), refused
-// connections, QMP events interleaved with replies, and non-2xx HTTP answers.
+// connections, QMP events interleaved with replies, and non-2xx HTTP answers; and the checks
+// that keep a request inside the sandbox: no symlink followed, the listener in the sandbox's
+// session, a socket and nothing else.
 #include "supervisor/vmm_api.h"
 
 #include <sys/socket.h>
@@ -94,8 +96,8 @@ TEST(HttpRequest, SendsTheRequestAndAcceptsA2xxAnswerReadByteByByte) {
       seen = read_request(fd);
       dribble(fd, "HTTP/1.1 204 No Content\r\n\r\n");
     });
-    ApiResult r =
-        http_request(peer.path(), "PUT", "/actions", "{\"action_type\":\"SendCtrlAltDel\"}", 2000);
+    ApiResult r = http_request(peer.path(), getsid(0), "PUT", "/actions",
+                               "{\"action_type\":\"SendCtrlAltDel\"}", 2000);
     EXPECT_TRUE(r.ok) << r.detail;
     EXPECT_EQ(r.detail, "HTTP/1.1 204 No Content");
   }
@@ -109,7 +111,7 @@ TEST(HttpRequest, Non2xxIsAFailure) {
     read_request(fd);
     dribble(fd, "HTTP/1.1 400 Bad Request\r\n\r\n");
   });
-  ApiResult r = http_request(peer.path(), "PUT", "/api/v1/vmm.shutdown", "", 2000);
+  ApiResult r = http_request(peer.path(), getsid(0), "PUT", "/api/v1/vmm.shutdown", "", 2000);
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.detail, "HTTP/1.1 400 Bad Request");
 }
@@ -120,7 +122,7 @@ TEST(HttpRequest, APeerThatNeverAnswersCostsNoMoreThanTheDeadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(600));
   });
   auto start = std::chrono::steady_clock::now();
-  ApiResult r = http_request(peer.path(), "PUT", "/actions", "{}", 150);
+  ApiResult r = http_request(peer.path(), getsid(0), "PUT", "/actions", "{}", 150);
   auto took = std::chrono::steady_clock::now() - start;
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.detail, "timed out");
@@ -132,13 +134,75 @@ TEST(HttpRequest, EofBeforeAStatusLineIsAFailure) {
     read_request(fd);
     dribble(fd, "HTTP/1.1 2");
   });
-  EXPECT_FALSE(http_request(peer.path(), "PUT", "/actions", "{}", 2000).ok);
+  EXPECT_FALSE(http_request(peer.path(), getsid(0), "PUT", "/actions", "{}", 2000).ok);
 }
 
 TEST(HttpRequest, MissingSocketFailsAtOnce) {
-  ApiResult r = http_request("/nonexistent/sbx.sock", "PUT", "/actions", "", 2000);
+  ApiResult r = http_request("/nonexistent/sbx.sock", getsid(0), "PUT", "/actions", "", 2000);
   EXPECT_FALSE(r.ok);
-  EXPECT_NE(r.detail.find("connect"), std::string::npos) << r.detail;
+  EXPECT_FALSE(r.refused);  // absent, not someone else's
+  EXPECT_NE(r.detail.find("open /nonexistent/sbx.sock"), std::string::npos) << r.detail;
+}
+
+// The VMM may write its socket's directory: a symlink there to a socket that does accept (a
+// sibling's) is not followed, and nothing reaches that socket.
+TEST(HttpRequest, ASymlinkToAnotherSocketIsRefusedAndNothingIsSent) {
+  bool connected = false;
+  std::string link;
+  {
+    FakePeer peer([&](int) { connected = true; });
+    link = peer.path() + ".link";
+    ASSERT_EQ(symlink(peer.path().c_str(), link.c_str()), 0);
+    ApiResult r = http_request(link, getsid(0), "PUT", "/actions", "{}", 2000);
+    EXPECT_FALSE(r.ok);
+    EXPECT_TRUE(r.refused);
+    EXPECT_NE(r.detail.find("a symlink: not followed"), std::string::npos) << r.detail;
+    // Control: the same socket by its own path is served.
+    EXPECT_TRUE(api_socket_accepts(peer.path(), getsid(0), 2000, &r.detail)) << r.detail;
+  }
+  unlink(link.c_str());
+  EXPECT_TRUE(connected);  // by the control only: a peer takes one connection
+}
+
+// A directory on the way that is a symlink is refused the same way.
+TEST(HttpRequest, ASymlinkedParentIsRefused) {
+  FakePeer peer([](int) {});
+  const std::string dir_link = peer.path() + ".d";
+  const std::string dir = peer.path().substr(0, peer.path().rfind('/'));
+  ASSERT_EQ(symlink(dir.c_str(), dir_link.c_str()), 0);
+  std::string why;
+  EXPECT_FALSE(api_socket_accepts(dir_link + "/api.sock", getsid(0), 2000, &why));
+  EXPECT_NE(why.find("a symlink: not followed"), std::string::npos) << why;
+  unlink(dir_link.c_str());
+  EXPECT_TRUE(api_socket_accepts(peer.path(), getsid(0), 2000, &why)) << why;  // unblocks it
+}
+
+// A socket served from another session (not the sandbox's) gets a connection but no request.
+TEST(HttpRequest, APeerOfAnotherSessionIsRefusedAndNothingIsSent) {
+  std::string seen = "unset";
+  {
+    FakePeer peer([&](int fd) { seen = read_request(fd); });
+    const pid_t other = getsid(0) == 1 ? 2 : 1;
+    ApiResult r = http_request(peer.path(), other, "PUT", "/actions", "{}", 2000);
+    EXPECT_FALSE(r.ok);
+    EXPECT_TRUE(r.refused);
+    EXPECT_NE(r.detail.find("not by a process of this sandbox"), std::string::npos) << r.detail;
+    EXPECT_NE(r.detail.find("pid " + std::to_string(getpid())), std::string::npos) << r.detail;
+  }
+  EXPECT_EQ(seen, "");  // the connection closed with nothing sent
+}
+
+// Not a socket: refused before any connect.
+TEST(HttpRequest, AFileInPlaceOfTheSocketIsRefused) {
+  char tmpl[] = "/tmp/sbx-api-file-XXXXXX";
+  int fd = mkstemp(tmpl);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  ApiResult r = qmp_command(tmpl, getsid(0), "quit", 2000);
+  unlink(tmpl);
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(r.refused);
+  EXPECT_NE(r.detail.find("is not a socket"), std::string::npos) << r.detail;
 }
 
 TEST(QmpCommand, HandshakeThenQuitWithEventsInBetween) {
@@ -151,7 +215,7 @@ TEST(QmpCommand, HandshakeThenQuitWithEventsInBetween) {
       commands += read_line(fd);
       dribble(fd, "{\"return\": {}}\r\n");
     });
-    ApiResult r = qmp_command(peer.path(), "quit", 2000);
+    ApiResult r = qmp_command(peer.path(), getsid(0), "quit", 2000);
     EXPECT_TRUE(r.ok) << r.detail;
   }
   EXPECT_EQ(commands, "{\"execute\":\"qmp_capabilities\"}\r|{\"execute\":\"quit\"}\r");
@@ -164,7 +228,7 @@ TEST(QmpCommand, QuitThatClosesBeforeReplyingCounts) {
     dribble(fd, "{\"return\": {}}\r\n");
     read_line(fd);
   });
-  EXPECT_TRUE(qmp_command(peer.path(), "quit", 2000).ok);
+  EXPECT_TRUE(qmp_command(peer.path(), getsid(0), "quit", 2000).ok);
 }
 
 TEST(QmpCommand, ErrorReplyIsAFailure) {
@@ -175,7 +239,7 @@ TEST(QmpCommand, ErrorReplyIsAFailure) {
     read_line(fd);
     dribble(fd, "{\"error\": {\"class\": \"GenericError\"}}\r\n");
   });
-  ApiResult r = qmp_command(peer.path(), "system_powerdown", 2000);
+  ApiResult r = qmp_command(peer.path(), getsid(0), "system_powerdown", 2000);
   EXPECT_FALSE(r.ok);
   EXPECT_NE(r.detail.find("GenericError"), std::string::npos);
 }
@@ -183,14 +247,14 @@ TEST(QmpCommand, ErrorReplyIsAFailure) {
 TEST(QmpCommand, NoGreetingIsAFailureWithinTheDeadline) {
   FakePeer peer([](int) { std::this_thread::sleep_for(std::chrono::milliseconds(600)); });
   auto start = std::chrono::steady_clock::now();
-  ApiResult r = qmp_command(peer.path(), "quit", 150);
+  ApiResult r = qmp_command(peer.path(), getsid(0), "quit", 150);
   EXPECT_FALSE(r.ok);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
 }
 
 TEST(QmpCommand, NotQmpIsRefused) {
   FakePeer peer([](int fd) { dribble(fd, "HTTP/1.1 200 OK\r\n"); });
-  ApiResult r = qmp_command(peer.path(), "quit", 2000);
+  ApiResult r = qmp_command(peer.path(), getsid(0), "quit", 2000);
   EXPECT_FALSE(r.ok);
   EXPECT_NE(r.detail.find("greeting"), std::string::npos) << r.detail;
 }
