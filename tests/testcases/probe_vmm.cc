@@ -84,7 +84,8 @@ void OnSigterm(int) {
       "[--ignore-sigterm] [--children N] [--setsid-child] [--exit-code N] [--burn-ms N]\n"
       "       [--clear-pdeathsig] [--read-file PATH]... [--ioctl-device PATH]...\n"
       "       [--exec-written DIR]... [--exec-memfd] [--attack-file PATH] [--connect PATH]\n"
-      "       [--swap-api-sock-to PATH | --link-api-sock-to PATH] [--write PATH=VALUE]...\n"
+      "       [--swap-api-sock-to PATH | --swap-api-sock-hardlink-to PATH | --link-api-sock-to "
+      "PATH]\n       [--write PATH=VALUE]...\n"
       "       [--make-ipc] [--shm-id N] [--key-id N] [--add-key] [-- ARGS...]\n",
       msg.c_str());
   std::exit(kUsageExit);
@@ -371,6 +372,7 @@ struct Options {
   // replaced by a symlink to TARGET once the first connection (readiness) was accepted, or a
   // symlink from the start in place of a socket.
   std::optional<std::string> swap_api_sock_to;
+  bool swap_with_hard_link = false;  // --swap-api-sock-hardlink-to: link(2), not symlink(2)
   std::optional<std::string> link_api_sock_to;
   std::vector<std::pair<std::string, std::string>> writes;  // --write PATH=VALUE: errno of each
   bool exec_memfd = false;  // a copy of this binary in a memfd, executed two ways
@@ -780,15 +782,17 @@ Options ParseArgs(int argc, char** argv) {
         arg != "--connect" && arg != "--check-path" && arg != "--try-write" &&
         arg != "--open-write" && arg != "--try-connect" && arg != "--listen-abstract" &&
         arg != "--connect-abstract" && arg != "--burn-ms" && arg != "--swap-api-sock-to" &&
-        arg != "--link-api-sock-to" && arg != "--write" && arg != "--shm-id" && arg != "--key-id") {
+        arg != "--swap-api-sock-hardlink-to" && arg != "--link-api-sock-to" && arg != "--write" &&
+        arg != "--shm-id" && arg != "--key-id") {
       Usage("unknown argument: " + arg);
     }
     if (i + 1 >= argc) Usage(arg + " needs a value");
     std::string value = argv[++i];
     if (arg == "--listen-abstract") {
       opt.listen_abstract = value;
-    } else if (arg == "--swap-api-sock-to") {
+    } else if (arg == "--swap-api-sock-to" || arg == "--swap-api-sock-hardlink-to") {
       opt.swap_api_sock_to = value;
+      opt.swap_with_hard_link = arg == "--swap-api-sock-hardlink-to";
     } else if (arg == "--link-api-sock-to") {
       opt.link_api_sock_to = value;
     } else if (arg == "--write") {
@@ -1154,7 +1158,9 @@ int Run(int argc, char** argv) {
         // Readiness was seen: now the path leads to another sandbox's socket.
         if (opt.swap_api_sock_to) {
           const std::string tmp = *opt.api_sock + ".swap";
-          if (symlink(opt.swap_api_sock_to->c_str(), tmp.c_str()) != 0 ||
+          const char* target = opt.swap_api_sock_to->c_str();
+          if ((opt.swap_with_hard_link ? link(target, tmp.c_str())
+                                       : symlink(target, tmp.c_str())) != 0 ||
               rename(tmp.c_str(), opt.api_sock->c_str()) != 0) {
             Fail("swap " + *opt.api_sock + " for a symlink");
           }
