@@ -220,23 +220,6 @@ class ContainmentTest : public SupervisorEnvTest {
     EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
   }
 
- public:
-  // Every exec of the probe's report refused by the filter: what it wrote into each of
-  // `dirs`, directly and through the loader, and its memfd copy, by fd and by path.
-  static void expect_no_exec(const json::object& r, const std::vector<std::string>& dirs) {
-    const json::object& written = r.at("exec_written").as_object();
-    for (const std::string& dir : dirs) {
-      const json::object& d = written.at(dir).as_object();
-      EXPECT_EQ(json_int(d, "write"), 0) << dir;
-      EXPECT_EQ(json_int(d, "exec"), EPERM) << dir;
-      EXPECT_EQ(json_int(d, "loader"), EPERM) << dir;
-    }
-    const json::object& memfd = r.at("exec_memfd").as_object();
-    EXPECT_EQ(json_int(memfd, "memfd_create"), 0);
-    EXPECT_EQ(json_int(memfd, "execveat"), EPERM);
-    EXPECT_EQ(json_int(memfd, "proc_fd"), EPERM);
-  }
-
  private:
   int dirs_made_ = 0;
 };

@@ -5,8 +5,10 @@
 // namespace and its forwarding init, that nothing outlives a SIGKILLed supervisor, and the
 // refusals that belong to the jail.
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -18,6 +20,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <set>
 #include <string>
@@ -301,6 +305,76 @@ TEST_F(JailTest, AVmmWithoutItsLoaderFailsAtExecWith127) {
   EXPECT_EQ(json_int(exited, "errno"), ENOENT);
   EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
   EXPECT_EQ(host_mounts(), mounts);
+}
+
+// A `read_only` entry with a mount below it on the host: the jail shows the mount, as the host
+// does, not the directory it covers, and read-only like the entry. The control binds the same
+// entry non-recursively, as root in a namespace of its own: the covered file is there.
+TEST_F(JailTest, AMountBelowAReadOnlyEntryIsThereReadOnlyAndWhatItCoversIsNot) {
+  const std::string tree = env().dir() + "/ro-tree";
+  std::filesystem::create_directories(tree + "/covered");
+  chmod(tree.c_str(), 0755);
+  chmod((tree + "/covered").c_str(), 0755);
+  std::ofstream(tree + "/covered/hidden-under") << "covered by the mount\n";
+  ASSERT_EQ(mount("tmpfs", (tree + "/covered").c_str(), "tmpfs", 0, "size=64k,mode=0777"), 0)
+      << strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{tree + "/covered"};
+  std::ofstream(tree + "/covered/on-top") << "the mount\n";
+  struct statvfs vfs;
+  ASSERT_EQ(statvfs((tree + "/covered").c_str(), &vfs), 0);
+  ASSERT_EQ(vfs.f_flag & ST_RDONLY, 0u) << "the host's mount is writable";
+  const std::string mounts = host_mounts();
+
+  PolicySpec policy = env().default_policy();
+  policy.extra_lines = {"read_only = /usr", "read_only = " + tree};
+  ScopedPolicy scoped(env(), policy);
+  ProbeSpec spec = jailed_spec("jail-covered",
+                               {"--check-path", tree + "/covered/on-top", "--check-path",
+                                tree + "/covered/hidden-under", "--try-write", tree + "/covered"});
+  spec.json["files"].as_object()["read_only"].as_array().emplace_back(tree);
+  Running r = launch(spec);
+  SCOPED_TRACE(json::serialize(r.report));
+  EXPECT_EQ(errno_at(r.report, "check_paths", tree + "/covered/on-top"), 0);
+  EXPECT_EQ(errno_at(r.report, "check_paths", tree + "/covered/hidden-under"), ENOENT);
+  EXPECT_EQ(errno_at(r.report, "try_write", tree + "/covered"), EROFS);
+  r.run->terminate();
+  EXPECT_EQ(r.run->finish(), 0);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+  EXPECT_EQ(host_mounts(), mounts);
+
+  // Control: a non-recursive bind of the same entry, as root in a namespace of its own, shows
+  // the covered file and not the mount.
+  std::string out;
+  EXPECT_EQ(run_command({"/usr/bin/unshare", "-m", "--propagation", "private", "/bin/sh", "-c",
+                         "mount --bind \"$0\" /mnt && ls /mnt/covered", tree},
+                        &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("hidden-under"), std::string::npos) << out;
+  EXPECT_EQ(out.find("on-top"), std::string::npos) << out;
+}
+
+// Nothing written can be executed in a jail: not by exec (the filter), not through the loader,
+// not from a memfd; and mapping it for execution fails in the read_write dir as in the
+// sandbox dir (both noexec). Without a jail the read_write dir lets it map
+// (ContainmentTest.FilesConfine...).
+TEST_F(JailTest, WrittenFilesAndMemfdsNeitherRunNorMapForExecution) {
+  ProbeSpec spec = jailed_spec("jail-exec", {"--exec-memfd", "--exec-written", "."});
+  const std::string rw = path_dirname_of(spec.api_socket);
+  auto& args = spec.json["vmm"].as_object()["args"].as_array();
+  args.emplace_back("--exec-written");
+  args.emplace_back(rw);
+  Running r = launch(spec);
+  SCOPED_TRACE(json::serialize(r.report));
+  expect_no_exec(r.report, {".", rw});
+  const json::object& written = r.report.at("exec_written").as_object();
+  EXPECT_EQ(json_int(written.at(".").as_object(), "mmap_exec"), EPERM);
+  EXPECT_EQ(json_int(written.at(rw).as_object(), "mmap_exec"), EPERM);
+  r.run->terminate();
+  EXPECT_EQ(r.run->finish(), 0);
 }
 
 // A basic node named in files.devices is the one every jail has: the launch goes ahead.

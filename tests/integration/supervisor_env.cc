@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -484,6 +486,20 @@ int fd_count(pid_t pid) {
 bool path_exists(const std::string& path) {
   struct stat st;
   return lstat(path.c_str(), &st) == 0;
+}
+
+void expect_no_exec(const json::object& report, const std::vector<std::string>& dirs) {
+  const json::object& written = report.at("exec_written").as_object();
+  for (const std::string& dir : dirs) {
+    const json::object& d = written.at(dir).as_object();
+    EXPECT_EQ(json_int(d, "write"), 0) << dir;
+    EXPECT_EQ(json_int(d, "exec"), EPERM) << dir;
+    EXPECT_EQ(json_int(d, "loader"), EPERM) << dir;
+  }
+  const json::object& memfd = report.at("exec_memfd").as_object();
+  EXPECT_EQ(json_int(memfd, "memfd_create"), 0);
+  EXPECT_EQ(json_int(memfd, "execveat"), EPERM);
+  EXPECT_EQ(json_int(memfd, "proc_fd"), EPERM);
 }
 
 }  // namespace sbx::it

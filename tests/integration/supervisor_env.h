@@ -201,4 +201,9 @@ int fd_count(pid_t pid);
 
 bool path_exists(const std::string& path);
 
+// Every exec the probe tried (--exec-written DIR..., --exec-memfd) refused by the VMM's filter
+// (EPERM), in its report: what it wrote into each of `dirs`, directly and through the dynamic
+// loader, and its memfd copy, by fd and by /proc/self/fd path.
+void expect_no_exec(const boost::json::object& report, const std::vector<std::string>& dirs);
+
 }  // namespace sbx::it
