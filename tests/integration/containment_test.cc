@@ -487,6 +487,65 @@ TEST_F(IpcTest, ControlOutsideASandboxTheSameUserReadsBothAndAddsAKey) {
   outside->wait();
 }
 
+// Metadata Landlock does not cover, of a 0600 file of the caller's that `files` did not give:
+// its mode, owner and extended attributes stay as they were (the filter); its times can be
+// changed (README, "It can still"). The control changes all four from outside a sandbox.
+class MetadataTest : public ContainmentTest {
+ protected:
+  std::string caller_file(const std::string& name) {
+    const std::string path = env().make_work_file(name, "private");
+    EXPECT_EQ(chown(path.c_str(), kTestUid, kTestGid), 0);
+    EXPECT_EQ(chmod(path.c_str(), 0600), 0);
+    return path;
+  }
+  static mode_t mode_of(const std::string& path) {
+    struct stat st {};
+    stat(path.c_str(), &st);
+    return st.st_mode & 07777;
+  }
+};
+
+TEST_F(MetadataTest, ModeOwnerAndXattrsOfAFileNotGivenStayTimesDoNot) {
+  PolicySpec policy = env().default_policy();
+  policy.extra_lines = {"read_only = /usr"};
+  ScopedPolicy scoped(env(), policy);
+  const std::string file = caller_file("metadata-private");
+  const std::string rw = make_caller_dir("metadata");
+  ProbeSpec spec = probe_spec("metadata", {}, false);
+  spec.report = rw + "/report.json";
+  spec.json["vmm"].as_object()["args"] = json::array{"--report", spec.report, "--metadata", file};
+  spec.json["files"] =
+      json::object{{"read_only", json::array{"/usr"}}, {"read_write", json::array{rw}}};
+  Sandboxed s = start(spec);
+  SCOPED_TRACE(json::serialize(s.report));
+  const json::object& m = s.report.at("metadata").as_object().at(file).as_object();
+  EXPECT_EQ(json_int(m, "chmod"), EPERM);
+  EXPECT_EQ(json_int(m, "chown"), EPERM);
+  EXPECT_EQ(json_int(m, "setxattr"), EPERM);
+  EXPECT_EQ(json_int(m, "utimensat"), 0);
+  EXPECT_EQ(mode_of(file), 0600u);
+  struct stat st {};
+  ASSERT_EQ(stat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1000000000);  // what remains, as README says
+  stop(s);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+}
+
+TEST_F(MetadataTest, ControlOutsideASandboxTheSameChangesWork) {
+  const std::string file = caller_file("metadata-control");
+  const std::string report = env().work() + "/metadata-control.json";
+  auto outside = start_outside({"--report", report, "--metadata", file, "--exit-now"});
+  json::object r = env().wait_for_report(report);
+  SCOPED_TRACE(json::serialize(r));
+  const json::object& m = r.at("metadata").as_object().at(file).as_object();
+  EXPECT_EQ(json_int(m, "chmod"), 0);
+  EXPECT_EQ(json_int(m, "chown"), 0);
+  EXPECT_NE(json_int(m, "setxattr"), EPERM);  // 0 where the work dir's filesystem takes user.*
+  EXPECT_EQ(json_int(m, "utimensat"), 0);
+  EXPECT_EQ(mode_of(file), 0644u);
+  outside->wait();
+}
+
 // Control for the device rule: given in files.devices (and the policy), /dev/ptmx opens
 // and takes its ioctl under the Landlock file rules.
 TEST_F(ContainmentTest, ControlAGivenDeviceOpensAndTakesIoctls) {

@@ -104,7 +104,7 @@ void drop_api_sock(LaunchArgs* args) {
 
 class HelperFactsTest : public HelperEnvTest {};
 
-// Fact: CapInh = CapPrm = CapEff = CapAmb = 0.
+// Fact: CapInh = CapPrm = CapEff = CapAmb = 0; CapBnd full.
 TEST_F(HelperFactsTest, CapabilitySetsAreEmpty) {
   auto args = env().probe_args("caps");
   ProbeRun run = start_probe(env(), args);
@@ -112,6 +112,10 @@ TEST_F(HelperFactsTest, CapabilitySetsAreEmpty) {
   EXPECT_EQ(json_str(run.report, "cap_prm"), kNoCaps);
   EXPECT_EQ(json_str(run.report, "cap_eff"), kNoCaps);
   EXPECT_EQ(json_str(run.report, "cap_amb"), kNoCaps);
+  // The bounding set stays full: dropping from it takes CAP_SETPCAP, which the helper does not
+  // hold. It only caps what an execve may add, and the VMM can neither exec (its filter:
+  // SeccompFilterTest, expect_no_exec) nor gain anything by one (no_new_privs, below).
+  EXPECT_NE(json_str(run.report, "cap_bnd"), kNoCaps);
   stop_probe(env(), run);
 }
 

@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -86,7 +87,8 @@ void OnSigterm(int) {
       "       [--exec-written DIR]... [--exec-memfd] [--attack-file PATH] [--connect PATH]\n"
       "       [--swap-api-sock-to PATH | --swap-api-sock-hardlink-to PATH | --link-api-sock-to "
       "PATH]\n       [--write PATH=VALUE]...\n"
-      "       [--make-ipc] [--shm-id N] [--key-id N] [--add-key] [-- ARGS...]\n",
+      "       [--make-ipc] [--shm-id N] [--key-id N] [--add-key] [--metadata PATH]...\n"
+      "       [-- ARGS...]\n",
       msg.c_str());
   std::exit(kUsageExit);
 }
@@ -376,6 +378,8 @@ struct Options {
   std::optional<std::string> link_api_sock_to;
   std::vector<std::pair<std::string, std::string>> writes;  // --write PATH=VALUE: errno of each
   bool exec_memfd = false;  // a copy of this binary in a memfd, executed two ways
+  // Metadata of each file: chmod 0644, chown to its own uid, an xattr, and new times.
+  std::vector<std::string> metadata;
   // The caller's SysV IPC and keyrings: --make-ipc makes a 0600 shm segment and a key in the
   // user keyring and reports their ids; --shm-id / --key-id / --add-key attack them.
   bool make_ipc = false;
@@ -510,6 +514,20 @@ void WriteMemfdExec(JsonWriter& w) {
   w.EndObject();
 }
 
+void WriteMetadata(JsonWriter& w, const Options& opt) {
+  w.Key("metadata").BeginObject();
+  for (const auto& path : opt.metadata) {
+    w.Key(path).BeginObject();
+    w.Key("chmod").Int(ErrnoOf(chmod(path.c_str(), 0644)));
+    w.Key("chown").Int(ErrnoOf(chown(path.c_str(), getuid(), getgid())));
+    w.Key("setxattr").Int(ErrnoOf(setxattr(path.c_str(), "user.sbx", "1", 1, 0)));
+    const timespec times[2] = {{1000000000, 0}, {1000000000, 0}};
+    w.Key("utimensat").Int(ErrnoOf(utimensat(AT_FDCWD, path.c_str(), times, 0)));
+    w.EndObject();
+  }
+  w.EndObject();
+}
+
 void WriteWrites(JsonWriter& w, const Options& opt) {
   w.Key("writes").BeginObject();
   for (const auto& [path, value] : opt.writes) {
@@ -635,6 +653,7 @@ void WriteFileAttacks(JsonWriter& w, const Options& opt) {
   }
   w.EndObject();
   if (opt.exec_memfd) WriteMemfdExec(w);
+  WriteMetadata(w, opt);
   WriteWrites(w, opt);
   WriteIpc(w, opt);
 }
@@ -782,8 +801,8 @@ Options ParseArgs(int argc, char** argv) {
         arg != "--connect" && arg != "--check-path" && arg != "--try-write" &&
         arg != "--open-write" && arg != "--try-connect" && arg != "--listen-abstract" &&
         arg != "--connect-abstract" && arg != "--burn-ms" && arg != "--swap-api-sock-to" &&
-        arg != "--swap-api-sock-hardlink-to" && arg != "--link-api-sock-to" && arg != "--write" &&
-        arg != "--shm-id" && arg != "--key-id") {
+        arg != "--swap-api-sock-hardlink-to" && arg != "--metadata" &&
+        arg != "--link-api-sock-to" && arg != "--write" && arg != "--shm-id" && arg != "--key-id") {
       Usage("unknown argument: " + arg);
     }
     if (i + 1 >= argc) Usage(arg + " needs a value");
@@ -795,6 +814,8 @@ Options ParseArgs(int argc, char** argv) {
       opt.swap_with_hard_link = arg == "--swap-api-sock-hardlink-to";
     } else if (arg == "--link-api-sock-to") {
       opt.link_api_sock_to = value;
+    } else if (arg == "--metadata") {
+      opt.metadata.push_back(value);
     } else if (arg == "--write") {
       const size_t eq =
           value.find('=', value.rfind('/') == std::string::npos ? 0 : value.rfind('/'));
