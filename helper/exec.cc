@@ -53,7 +53,10 @@ Result<ExecPlan> prepare_exec(const Vmm& vmm, const protocol::LaunchRequest& req
 }
 
 void exec_prepared(const ExecPlan& plan) {
-  syscall(SYS_execveat, plan.fd, "", plan.argv.data(), plan.envp.data(), AT_EMPTY_PATH);
+  // Every argument a full long: the filter compares the fd and the flags on all 64 bits, and
+  // a variadic int leaves the upper half of its register undefined.
+  syscall(SYS_execveat, static_cast<long>(plan.fd), "", plan.argv.data(), plan.envp.data(),
+          static_cast<long>(AT_EMPTY_PATH));
 }
 
 Status exec_vmm(const Vmm& vmm, const protocol::LaunchRequest& request) {

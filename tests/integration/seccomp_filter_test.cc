@@ -130,15 +130,17 @@ long clone_and_reap(long ret) {
   record(out, "pidfd_getfd", fd);
   if (fd >= 0) close(static_cast<int>(fd));
   close(target_pidfd);
-  record(out, "kcmp", syscall(SYS_kcmp, getpid(), target, KCMP_FILE, 0, 0));
+  record(out, "kcmp",
+         syscall(SYS_kcmp, static_cast<long>(getpid()), static_cast<long>(target),
+                 static_cast<long>(KCMP_FILE), 0L, 0L));
   kill(target, SIGKILL);
   waitpid(target, nullptr, 0);
   char src[8] = "sbx", dst[8] = {};
   iovec local{dst, sizeof(dst)}, remote{src, sizeof(src)};
   record(out, "process_vm_readv",
-         syscall(SYS_process_vm_readv, getpid(), &local, 1, &remote, 1, 0));
+         syscall(SYS_process_vm_readv, static_cast<long>(getpid()), &local, 1L, &remote, 1L, 0L));
   record(out, "process_vm_writev",
-         syscall(SYS_process_vm_writev, getpid(), &remote, 1, &local, 1, 0));
+         syscall(SYS_process_vm_writev, static_cast<long>(getpid()), &remote, 1L, &local, 1L, 0L));
   record(out, "prctl_set_pdeathsig", prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0));
   int sig = -1;
   record(out, "prctl_get_pdeathsig", prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0));
@@ -176,20 +178,22 @@ long clone_and_reap(long ret) {
   char* const no_env[] = {nullptr};
   const std::string absent = scratch + "/absent";
   record(out, "execve", syscall(SYS_execve, absent.c_str(), no_argv, no_env));
-  record(out, "execveat_path", syscall(SYS_execveat, AT_FDCWD, absent.c_str(), no_argv, no_env, 0));
+  record(out, "execveat_path",
+         syscall(SYS_execveat, static_cast<long>(AT_FDCWD), absent.c_str(), no_argv, no_env, 0L));
+  const long exec_fd = kExecFd, empty_path = AT_EMPTY_PATH;  // whole longs: see exec_prepared
   record(out, "execveat_other_fd",
-         syscall(SYS_execveat, kExecFd - 1, "", no_argv, no_env, AT_EMPTY_PATH));
+         syscall(SYS_execveat, exec_fd - 1, "", no_argv, no_env, empty_path));
   record(out, "execveat_other_flags",
-         syscall(SYS_execveat, kExecFd, "", no_argv, no_env, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
+         syscall(SYS_execveat, exec_fd, "", no_argv, no_env, empty_path | AT_SYMLINK_NOFOLLOW));
   record(out, "execveat_exec_fd_closed",
-         syscall(SYS_execveat, kExecFd, "", no_argv, no_env, AT_EMPTY_PATH));
+         syscall(SYS_execveat, exec_fd, "", no_argv, no_env, empty_path));
   // ... and from kExecFd, a real binary runs: the helper's own exec of the VMM.
   pid_t runner = fork();
   if (runner == 0) {
     int bin = open("/bin/true", O_PATH | O_CLOEXEC);
     if (bin < 0 || dup3(bin, kExecFd, O_CLOEXEC) != kExecFd) _exit(99);
     char* const true_argv[] = {const_cast<char*>("true"), nullptr};
-    syscall(SYS_execveat, kExecFd, "", true_argv, no_env, AT_EMPTY_PATH);
+    syscall(SYS_execveat, exec_fd, "", true_argv, no_env, empty_path);
     _exit(98);
   }
   int runner_status = 0;

@@ -502,7 +502,7 @@ void WriteMemfdExec(JsonWriter& w) {
       write(fd, self->data(), self->size()) == static_cast<ssize_t>(self->size())) {
     w.Key("execveat").Int(ExecErrnoInChild({"memfd-probe"}, [fd](char** argv) {
       char* env[] = {nullptr};
-      syscall(SYS_execveat, fd, "", argv, env, AT_EMPTY_PATH);
+      syscall(SYS_execveat, static_cast<long>(fd), "", argv, env, static_cast<long>(AT_EMPTY_PATH));
     }));
     const std::string via = "/proc/self/fd/" + std::to_string(fd);
     w.Key("proc_fd").Int(RunInChild(via.c_str(), {via.c_str()}));
