@@ -301,14 +301,14 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   // 6. Nothing below propagates to the host; then what `ip netns exec` does. A jail has
   // neither /sys nor /etc.
   if (Status st = mounts::make_mounts_private(req.propagation_slave); !st.ok()) return st;
-  // No cgroupfs in any mode: the caller's uid owns the delegated cgroup tree (a sibling's
-  // cgroup.kill, the parent's cgroup.procs, its own limits). Before the files are opened, so
-  // a recursive bind in a jail takes none along either.
-  if (Status st = mounts::detach_cgroup_and_mqueue_mounts(); !st.ok()) return st;
   if (req.netns && !req.jail) {
     if (Status st = netns::remount_sys(); !st.ok()) return st;
     if (Status st = netns::bind_etc_files(*req.netns); !st.ok()) return st;
   }
+  // No cgroupfs in any mode: the caller's uid owns the delegated cgroup tree (a sibling's
+  // cgroup.kill, the parent's cgroup.procs, its own limits). After the fresh /sys, which took
+  // /sys/fs/cgroup along; before the jail, so that no recursive bind takes one along either.
+  if (Status st = mounts::detach_cgroup_and_mqueue_mounts(); !st.ok()) return st;
   // The files, opened and checked in this namespace (step validate_request): the jail's binds
   // are clones of these fds, and open_tree clones only mounts of the caller's own namespace.
   auto files = validate::open_files(req, policy.value(), who);

@@ -23,7 +23,8 @@ Status make_mounts_private(bool slave);
 // VMM has the caller's uid, which owns its delegated cgroups (their cgroup.kill, cgroup.procs
 // and limits) and can open the host IPC namespace's message queues through an mqueue mount.
 // /sys/fs/cgroup goes in one detach (one RCU grace period for the whole tree), anything
-// elsewhere one by one; then the table is read again, and a mount still there is a failure.
+// elsewhere one by one; a mount still there afterwards (one stacked under another) is
+// detached too, or the launch fails.
 // Must run after make_mounts_private: a detach must not propagate to the host.
 Status detach_cgroup_and_mqueue_mounts();
 

@@ -226,11 +226,27 @@ TEST_F(CgroupRunTest, SetsidEscapeeIsGoneAfterTheStopWithoutCgroupKill) {
 // sandbox. Every write fails (no cgroup mount in its namespace), nothing changed, and it sees
 // itself at the root of its cgroup namespace. The control below makes the same writes from
 // outside any sandbox, as the same user, and each one works.
-TEST_F(CgroupRunTest, AVmmReachesNoCgroupfsToKillASiblingLeaveItsCgroupOrLiftItsLimits) {
-  Running victim = launch(cgroup_probe("victim", {}));
-  Running sibling = launch(cgroup_probe("sibling", {}));
-  ProbeSpec attacker_spec = cgroup_probe("attacker", {});
-  attacker_spec.json.erase("netns");
+class CgroupfsAttackTest : public CgroupRunTest {
+ protected:
+  // Without a netns the helper detaches the cgroup mounts itself; with one, the fresh /sys it
+  // mounts (as `ip netns exec` does) has none below it.
+  void attack(bool with_netns);
+};
+
+TEST_F(CgroupfsAttackTest, AVmmReachesNoCgroupfsToKillASiblingLeaveItsCgroupOrLiftItsLimits) {
+  attack(false);
+}
+
+TEST_F(CgroupfsAttackTest, AVmmInANetnsReachesNoCgroupfsEither) {
+  attack(true);
+}
+
+void CgroupfsAttackTest::attack(bool with_netns) {
+  const std::string tag = with_netns ? "-netns" : "";
+  Running victim = launch(cgroup_probe("victim" + tag, {}));
+  Running sibling = launch(cgroup_probe("sibling" + tag, {}));
+  ProbeSpec attacker_spec = cgroup_probe("attacker" + tag, {});
+  if (!with_netns) attacker_spec.json.erase("netns");
   const std::string own = sandbox_cgroup(attacker_spec);
   const std::vector<std::string> writes = {
       own + "/cgroup.max.descendants=0",
@@ -267,7 +283,7 @@ TEST_F(CgroupRunTest, AVmmReachesNoCgroupfsToKillASiblingLeaveItsCgroupOrLiftIts
   EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
 }
 
-TEST_F(CgroupRunTest, ControlTheSameCgroupWritesFromOutsideASandboxWork) {
+TEST_F(CgroupfsAttackTest, ControlTheSameCgroupWritesFromOutsideASandboxWork) {
   Running victim = launch(cgroup_probe("ctl-victim", {}));
   Running sibling = launch(cgroup_probe("ctl-sibling", {}));
   Running target = launch(cgroup_probe("ctl-target", {}));
