@@ -36,6 +36,10 @@ inline constexpr size_t kMaxReadWrite = 16;
 // Passed fds land at these numbers in the VMM; 0-2 are stdio, 3 is the control socket.
 inline constexpr int kMinPassedFdTarget = 4;
 inline constexpr int kMaxPassedFdTarget = 255;
+// The helper executes the VMM from this fd number, and the VMM's hard RLIMIT_NOFILE is at most
+// this (helper/seccomp_rules.h says why). The caller's own hard limit must be above it:
+// `doctor` checks it.
+inline constexpr int kVmmExecFd = 4095;
 
 enum class MessageType : uint16_t {
   kLaunch = 1,       // supervisor -> helper

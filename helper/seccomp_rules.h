@@ -9,6 +9,8 @@
 #include <array>
 #include <string_view>
 
+#include "common/protocol.h"
+
 namespace sbx::seccomp {
 
 // Refused with EPERM: every way to change the mount or namespace view; every way to reach
@@ -55,7 +57,7 @@ inline constexpr std::array<NumberedSyscall, 3> kDeniedByNumber = {{
 // not of the dynamic loader with a written file as its argument. 4095: the kernel's default
 // hard limit is 4096, so any caller that did not lower its own can place it, and the VMM
 // keeps a hard limit of 4095 fds (Firecracker's jailer gives it 2048 by default).
-inline constexpr int kExecFd = 4095;
+inline constexpr int kExecFd = protocol::kVmmExecFd;
 
 // prctl options refused with EPERM: PR_SET_PDEATHSIG would let the VMM clear the parent-death
 // signal the helper set and outlive a SIGKILLed supervisor.

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -23,6 +24,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/protocol.h"
 #include "common/unique_fd.h"
 #include "supervisor/cgroup.h"
 
@@ -297,6 +299,27 @@ void check_landlock(std::vector<DoctorCheck>* out) {
                          "add landlock to the kernel's lsm= boot parameter (Linux >= 5.13)"));
 }
 
+// The helper places the VMM's fd at protocol::kVmmExecFd, which takes a hard RLIMIT_NOFILE
+// above it; without one every launch fails at prepare_fds (EMFILE).
+void check_rlimit_nofile(std::vector<DoctorCheck>* out) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    out->push_back(problem("rlimit.nofile", true, std::string("getrlimit: ") + std::strerror(errno),
+                           "check the process's limits"));
+    return;
+  }
+  const std::string state = "hard RLIMIT_NOFILE " + std::to_string(lim.rlim_max);
+  if (lim.rlim_max > static_cast<rlim_t>(protocol::kVmmExecFd)) {
+    out->push_back(ok("rlimit.nofile", true, state));
+    return;
+  }
+  out->push_back(problem(
+      "rlimit.nofile", true,
+      state + ": the helper needs fd " + std::to_string(protocol::kVmmExecFd) + " for the VMM",
+      "raise it above " + std::to_string(protocol::kVmmExecFd) +
+          " (LimitNOFILE= in the unit, or nofile in /etc/security/limits.conf)"));
+}
+
 void check_yama(std::vector<DoctorCheck>* out) {
   auto v = read_file("/proc/sys/kernel/yama/ptrace_scope");
   if (!v) {
@@ -478,6 +501,7 @@ std::vector<DoctorCheck> run_doctor_checks(const DoctorOptions& options) {
   check_device("/dev/kvm", "dev.kvm", true, "every VMM needs it", &out);
   check_device("/dev/net/tun", "dev.net_tun", false, "TAP networking needs it", &out);
   check_userfaultfd(&out);
+  check_rlimit_nofile(&out);
   check_landlock(&out);
   check_yama(&out);
   check_cgroup(options, &out);

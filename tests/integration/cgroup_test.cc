@@ -8,6 +8,7 @@
 // reports this machine's real state.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -409,6 +410,13 @@ TEST_F(CgroupRunTest, DoctorReportsThisMachineAndItsJsonParses) {
                     trimmed(read_text_or_empty("/proc/sys/vm/unprivileged_userfaultfd")) == "1";
   EXPECT_EQ(status("userfaultfd"), uffd ? "ok" : "warn") << detail("userfaultfd");
 
+  // The supervisor runs with the limits it inherits from the test (setpriv keeps them).
+  rlimit nofile{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &nofile), 0);
+  EXPECT_EQ(status("rlimit.nofile"), nofile.rlim_max > 4095 ? "ok" : "fail");
+  EXPECT_EQ(
+      detail("rlimit.nofile").rfind("hard RLIMIT_NOFILE " + std::to_string(nofile.rlim_max), 0), 0u)
+      << detail("rlimit.nofile");
   const long abi =
       syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
   if (abi >= 1) {

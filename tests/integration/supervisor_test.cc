@@ -342,6 +342,47 @@ TEST_F(SupervisorRunTest, VmmNotExecutableExits126) {
 
 // 7. An fd the supervisor's caller left open without O_CLOEXEC reaches the supervisor but not
 // the VMM. (No API socket here: the probe's listening socket would be fd 3 of its report.)
+// A caller whose hard RLIMIT_NOFILE is 4095 or less, where the helper cannot place the VMM's
+// exec fd: `doctor` fails `rlimit.nofile` and names the fix, and a launch fails at
+// prepare_fds with EMFILE, naming the limit, and leaves nothing behind.
+TEST_F(SupervisorRunTest, AHardFileLimitNotAbove4095FailsDoctorAndTheLaunch) {
+  std::vector<std::string> low = as_test_user();
+  low.insert(low.end(), {"/usr/bin/prlimit", "--nofile=1024:4095", "--", supervisor()});
+  std::vector<std::string> doctor = low;
+  doctor.insert(doctor.end(), {"doctor", "--json", "--helper", env().helper()});
+  ChildProcess d(doctor, {}, stderr_path("doctor-low-nofile"));
+  const std::string out = d.read_all();
+  d.wait();
+  json::object report = json::parse(out).as_object();
+  bool seen = false;
+  for (const auto& c : report.at("checks").as_array()) {
+    const json::object& check = c.as_object();
+    if (check.at("name") != "rlimit.nofile") continue;
+    seen = true;
+    EXPECT_EQ(check.at("status"), "fail") << out;
+    EXPECT_TRUE(check.at("needed").as_bool());
+    EXPECT_NE(json_str(check, "detail").find("hard RLIMIT_NOFILE 4095"), std::string::npos) << out;
+    EXPECT_NE(json_str(check, "fix").find("LimitNOFILE="), std::string::npos) << out;
+  }
+  EXPECT_TRUE(seen) << out;
+  EXPECT_FALSE(report.at("ok").as_bool());
+
+  ProbeSpec spec = probe_spec("low-nofile");
+  const HostSnapshot before = snapshot();
+  std::vector<std::string> run_argv = low;
+  run_argv.insert(run_argv.end(),
+                  {"run", "--spec", write_spec(spec.json), "--helper", env().helper()});
+  SupervisorRun run(run_argv, {}, stderr_path("run-low-nofile"));
+  json::object ev = run.expect_event("exited");
+  EXPECT_EQ(json_str(ev, "step"), "prepare_fds") << json::serialize(ev);
+  EXPECT_EQ(json_int(ev, "errno"), EMFILE);
+  EXPECT_NE(json_str(ev, "detail").find("hard RLIMIT_NOFILE (4095)"), std::string::npos)
+      << json::serialize(ev);
+  EXPECT_EQ(run.finish(), 125);
+  expect_nothing_left(before);
+  EXPECT_FALSE(path_exists(spec.report));
+}
+
 TEST_F(SupervisorRunTest, FdWithoutCloexecDoesNotReachTheVmm) {
   const HostSnapshot before = snapshot();
   const std::string marker = env().make_work_file("inherited-marker", "x\n");
