@@ -307,8 +307,18 @@ Status launch_sequence(const std::string& policy_path, const Caller& caller, aud
   }
   // No cgroupfs in any mode: the caller's uid owns the delegated cgroup tree (a sibling's
   // cgroup.kill, the parent's cgroup.procs, its own limits). After the fresh /sys, which took
-  // /sys/fs/cgroup along; before the jail, so that no recursive bind takes one along either.
-  if (Status st = mounts::detach_cgroup_and_mqueue_mounts(); !st.ok()) return st;
+  // /sys/fs/cgroup along. A jail leaves the rest of the tree behind, so there only what lies
+  // below its directory entries goes, before a recursive bind could take it along.
+  std::vector<std::string> jail_dirs;
+  if (req.jail) {
+    jail_dirs = req.read_only;
+    jail_dirs.insert(jail_dirs.end(), req.read_write.begin(), req.read_write.end());
+    if (req.api_socket_dir) jail_dirs.push_back(*req.api_socket_dir);
+  }
+  if (Status st = mounts::detach_cgroup_and_mqueue_mounts(req.jail ? &jail_dirs : nullptr);
+      !st.ok()) {
+    return st;
+  }
   // The files, opened and checked in this namespace (step validate_request): the jail's binds
   // are clones of these fds, and open_tree clones only mounts of the caller's own namespace.
   auto files = validate::open_files(req, policy.value(), who);

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string_view>
 
@@ -25,9 +26,11 @@ Status make_mounts_private(bool slave) {
 namespace {
 
 // The mount points of the cgroup, cgroup2 and mqueue mounts in /proc/self/mountinfo, in its
-// order (a mount after its parent). A line reads "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS
-// [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS", the mount point with \ooo escapes.
-Result<std::vector<std::string>> cgroup_and_mqueue_mountpoints() {
+// order (a mount after its parent); with `only_below`, those at or below one of its paths. A line
+// reads "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS", the
+// mount point with \ooo escapes.
+Result<std::vector<std::string>> cgroup_and_mqueue_mountpoints(
+    const std::vector<std::string>* only_below) {
   UniqueFd fd(open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC));
   if (!fd) return Status(Step::kMakeMountsPrivate, errno, "open /proc/self/mountinfo");
   std::string text;
@@ -48,8 +51,8 @@ Result<std::vector<std::string>> cgroup_and_mqueue_mountpoints() {
     start = end + 1;
     size_t sep = line.find(" - ");
     if (sep == std::string_view::npos) continue;
-    std::string_view rest = line.substr(sep + 3);
-    std::string_view fstype = rest.substr(0, rest.find(' '));
+    std::string_view after = line.substr(sep + 3);
+    std::string_view fstype = after.substr(0, after.find(' '));
     if (fstype != "cgroup" && fstype != "cgroup2" && fstype != "mqueue") continue;
     // The fifth field.
     size_t from = 0;
@@ -68,6 +71,12 @@ Result<std::vector<std::string>> cgroup_and_mqueue_mountpoints() {
       } else {
         path += escaped[i];
       }
+    }
+    std::string_view below;
+    if (only_below != nullptr &&
+        std::none_of(only_below->begin(), only_below->end(),
+                     [&](const std::string& dir) { return path_relative_to(dir, path, &below); })) {
+      continue;
     }
     found.push_back(std::move(path));
   }
@@ -91,17 +100,17 @@ int is_mount_root(const char* path) {
 
 }  // namespace
 
-Status detach_cgroup_and_mqueue_mounts() {
+Status detach_cgroup_and_mqueue_mounts(const std::vector<std::string>* only_below) {
   // Reading the mount table costs about 70 us here (the open, and a path per mount): it is
   // read once, and again only where a cheaper check cannot vouch for the result.
   constexpr const char* kCgroupRoot = "/sys/fs/cgroup";
-  auto found = cgroup_and_mqueue_mountpoints();
+  auto found = cgroup_and_mqueue_mountpoints(only_below);
   if (!found.ok()) return found.status();
   bool below_root = false;
   std::vector<std::string> elsewhere;
   for (auto& path : found.value()) {
     std::string_view rest;
-    if (path_relative_to(kCgroupRoot, path, &rest)) {
+    if (only_below == nullptr && path_relative_to(kCgroupRoot, path, &rest)) {
       below_root = true;
     } else {
       elsewhere.push_back(std::move(path));
@@ -136,7 +145,7 @@ Status detach_cgroup_and_mqueue_mounts() {
     }
   }
   if (!read_again) return {};
-  auto left = cgroup_and_mqueue_mountpoints();
+  auto left = cgroup_and_mqueue_mountpoints(only_below);
   if (!left.ok()) return left.status();
   if (!left.value().empty()) {
     return Status(Step::kMakeMountsPrivate, EBUSY,

@@ -25,8 +25,10 @@ Status make_mounts_private(bool slave);
 // /sys/fs/cgroup goes in one detach (one RCU grace period for the whole tree), anything
 // elsewhere one by one; a mount still there afterwards (one stacked under another) is
 // detached too, or the launch fails.
+// With `only_below`, only the mounts at or below one of those directories (a jail's entries:
+// the rest of the tree is detached on the way into the jail, and the binds are recursive).
 // Must run after make_mounts_private: a detach must not propagate to the host.
-Status detach_cgroup_and_mqueue_mounts();
+Status detach_cgroup_and_mqueue_mounts(const std::vector<std::string>* only_below = nullptr);
 
 // Mounts a fresh procfs of the calling process's PID namespace on /proc (nosuid, nodev,
 // noexec); `pids_only` (a jail's): subset=pid where the kernel has it. Called by the

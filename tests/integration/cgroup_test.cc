@@ -8,6 +8,7 @@
 // reports this machine's real state.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -19,6 +20,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -244,6 +246,17 @@ TEST_F(CgroupfsAttackTest, AVmmInANetnsReachesNoCgroupfsEither) {
 
 void CgroupfsAttackTest::attack(bool with_netns) {
   const std::string tag = with_netns ? "-netns" : "";
+  // An mqueue mount of the host's IPC namespace besides the cgroup ones: the VMM has none.
+  const std::string mq = env().dir() + "/mqueue" + tag;
+  std::filesystem::create_directories(mq);
+  ASSERT_EQ(mount("mqueue", mq.c_str(), "mqueue", 0, nullptr), 0) << strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mq};
+  const std::string host = read_text_or_empty("/proc/self/mountinfo");
+  ASSERT_NE(host.find(" - cgroup2 "), std::string::npos) << "the control: the host has them";
+  ASSERT_NE(host.find(" - mqueue "), std::string::npos);
   Running victim = launch(cgroup_probe("victim" + tag, {}));
   Running sibling = launch(cgroup_probe("sibling" + tag, {}));
   ProbeSpec attacker_spec = cgroup_probe("attacker" + tag, {});
@@ -267,6 +280,11 @@ void CgroupfsAttackTest::attack(bool with_netns) {
     EXPECT_EQ(r.at("writes").as_object().at(w.substr(0, w.find('='))).as_int64(), ENOENT) << w;
   }
   EXPECT_EQ(r.at("check_paths").as_object().at(cgroup_->parent()).as_int64(), ENOENT);
+  for (const auto& type : r.at("mount_types").as_array()) {
+    EXPECT_NE(type, "cgroup");
+    EXPECT_NE(type, "cgroup2");
+    EXPECT_NE(type, "mqueue");
+  }
   // Its cgroup namespace is rooted at its own cgroup: every hierarchy shows "/".
   const std::string self_cgroup(r.at("self_cgroup").as_string());
   std::istringstream lines(self_cgroup);

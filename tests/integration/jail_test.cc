@@ -357,6 +357,48 @@ TEST_F(JailTest, AMountBelowAReadOnlyEntryIsThereReadOnlyAndWhatItCoversIsNot) {
   EXPECT_EQ(out.find("on-top"), std::string::npos) << out;
 }
 
+// A cgroup2 and an mqueue mount below a `read_only` entry: the recursive bind would take them
+// into the jail; the helper detaches them first. The VMM finds neither, and no cgroup or
+// mqueue mount at all; the host (the control) has both, with their files.
+TEST_F(JailTest, CgroupAndMqueueMountsBelowAnEntryAreNotInTheJail) {
+  const std::string tree = env().dir() + "/ro-mounts";
+  std::filesystem::create_directories(tree + "/cg");
+  std::filesystem::create_directories(tree + "/mq");
+  chmod(tree.c_str(), 0755);
+  ASSERT_EQ(mount("cgroup2", (tree + "/cg").c_str(), "cgroup2", 0, nullptr), 0) << strerror(errno);
+  struct Unmount {
+    std::vector<std::string> paths;
+    ~Unmount() {
+      for (const auto& p : paths) umount2(p.c_str(), MNT_DETACH);
+    }
+  } unmount{{tree + "/cg"}};
+  ASSERT_EQ(mount("mqueue", (tree + "/mq").c_str(), "mqueue", 0, nullptr), 0) << strerror(errno);
+  unmount.paths.push_back(tree + "/mq");
+  struct stat st;
+  ASSERT_EQ(stat((tree + "/cg/cgroup.procs").c_str(), &st), 0) << "the control: the host has it";
+  const std::string mounts = host_mounts();
+
+  PolicySpec policy = env().default_policy();
+  policy.extra_lines = {"read_only = /usr", "read_only = " + tree};
+  ScopedPolicy scoped(env(), policy);
+  ProbeSpec spec = jailed_spec(
+      "jail-cgroupfs", {"--check-path", tree + "/cg/cgroup.procs", "--check-path", tree + "/cg"});
+  spec.json["files"].as_object()["read_only"].as_array().emplace_back(tree);
+  Running r = launch(spec);
+  SCOPED_TRACE(json::serialize(r.report));
+  EXPECT_EQ(errno_at(r.report, "check_paths", tree + "/cg/cgroup.procs"), ENOENT);
+  EXPECT_EQ(errno_at(r.report, "check_paths", tree + "/cg"), 0);  // the empty directory under it
+  for (const auto& type : r.report.at("mount_types").as_array()) {
+    EXPECT_NE(type, "cgroup2");
+    EXPECT_NE(type, "cgroup");
+    EXPECT_NE(type, "mqueue");
+  }
+  r.run->terminate();
+  EXPECT_EQ(r.run->finish(), 0);
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
+  EXPECT_EQ(host_mounts(), mounts);
+}
+
 // Nothing written can be executed in a jail: not by exec (the filter), not through the loader,
 // not from a memfd; and mapping it for execution fails in the read_write dir as in the
 // sandbox dir (both noexec). Without a jail the read_write dir lets it map

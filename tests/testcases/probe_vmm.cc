@@ -693,11 +693,21 @@ int ListenAbstract(const std::string& name) {
 
 // The filesystem view: mount points, /dev, /proc's pids, and what can be reached or written.
 void WriteViewFacts(JsonWriter& w, const Options& opt) {
+  const auto mountinfo = ReadFile("/proc/self/mountinfo", 1 << 22);
   w.Key("mount_points").BeginArray();
-  if (auto text = ReadFile("/proc/self/mountinfo", 1 << 22)) {
-    for (const std::string& line : SplitLines(*text)) {
+  if (mountinfo) {
+    for (const std::string& line : SplitLines(*mountinfo)) {
       std::vector<std::string> f = SplitSpaces(line);
       if (f.size() > 4) w.String(UnescapeOctal(f[4]));
+    }
+  }
+  w.EndArray();
+  // The filesystem type of each mount, in the same order (the word after " - ").
+  w.Key("mount_types").BeginArray();
+  if (mountinfo) {
+    for (const std::string& line : SplitLines(*mountinfo)) {
+      const size_t dash = line.find(" - ");
+      if (dash != std::string::npos) w.String(SplitSpaces(line.substr(dash + 3)).at(0));
     }
   }
   w.EndArray();
