@@ -17,6 +17,8 @@ packages=(
   libgtest-dev libgmock-dev libcap2-bin iproute2 util-linux procps iputils-ping
   # the QEMU end-to-end test and the demo
   qemu-system-x86 busybox-static cpio
+  # scripts/kernel-test.sh: depmod for the unpacked kernels, xz for their modules
+  kmod xz-utils
   # the benchmark smoke run compares against bwrap
   bubblewrap
   # the Debian package (packaging/build-deb.sh) and its test: dpkg-shlibdeps, lintian

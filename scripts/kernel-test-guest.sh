@@ -1,0 +1,49 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Runs in the guest of scripts/kernel-test.sh, on the host's root under a tmpfs overlay:
+# mounts what a Debian system has (proc, sys, devtmpfs, tmpfs on /run and /tmp) and cgroup2
+# alone on /sys/fs/cgroup with every controller enabled down to a delegated subtree, then runs
+# the command the host wrote to /sbx-out/cmd in /sbx-out/cwd, with the timeout in
+# /sbx-out/timeout, and leaves its exit status in /sbx-out/status. Then it powers off.
+out=/sbx-out
+finish() {
+  echo "$1" >"$out/status"
+  sync
+  echo o >/proc/sysrq-trigger
+  sleep 60
+}
+trap 'finish 125' ERR
+set -eu
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm /dev/mqueue
+mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t mqueue mqueue /dev/mqueue
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
+# Every controller the kernel has, enabled from the root down: the tests' delegated subtrees
+# (made under the mount's root) get all of them. This shell and init move to a leaf first, as
+# systemd keeps the root's own processes in init.scope.
+mkdir /sys/fs/cgroup/init.scope
+echo 1 >/sys/fs/cgroup/init.scope/cgroup.procs
+echo $$ >/sys/fs/cgroup/init.scope/cgroup.procs
+for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+  echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control
+done
+tr -s ' ' ',' </sys/fs/cgroup/cgroup.subtree_control | tr -d '\n' >"$out/controllers"
+ln -sf /proc/self/fd /dev/fd
+hostname sbx-kernel-test
+ip link set lo up
+uname -r >"$out/kernel"
+echo "kernel-test guest: $(uname -r), cgroup2 controllers $(cat "$out/controllers")"
+trap - ERR
+set +e
+cd "$(cat "$out/cwd")"
+timeout --signal=KILL "$(cat "$out/timeout")" /bin/bash -c "$(cat "$out/cmd")" 2>&1 |
+  tee "$out/output.log"
+status=${PIPESTATUS[0]}
+[ "$status" -eq 137 ] && echo "kernel-test guest: the command ran past its timeout"
+finish "$status"
