@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <string_view>
 
+#include "common/kernel_features.h"
 #include "helper/caps.h"
 #include "helper/fds.h"
 #include "helper/launch.h"
@@ -96,7 +98,14 @@ int main(int argc, char** argv) {
                  st.message().c_str());
     return 2;
   }
-  // From here fd 3 is the control socket: every failure is reported on it.
+  // From here fd 3 is the control socket: every failure is reported on it. First, on an older
+  // kernel, the feature it lacks and the version that has it, before anything uses one.
+  if (auto missing = sbx::kernel::first_missing()) {
+    sbx::launch::fail(sbx::Status(sbx::Step::kCheckInvocation, ENOSYS,
+                                  "this kernel lacks " + std::string(missing->name) + " (Linux " +
+                                      std::string(missing->version) + "); sbx needs Linux " +
+                                      std::string(sbx::kernel::kMinimumVersion) + " or newer"));
+  }
   if (sbx::Status st = sbx::fds::close_inherited_fds(); !st.ok()) sbx::launch::fail(st);
   // Not ptrace-attachable or dumpable while privileged (the exec of the VMM resets this).
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {

@@ -23,6 +23,7 @@ mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t mqueue mqueue /dev/mqueue
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+mkdir -m 1777 /run/lock
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 # Every controller the kernel has, enabled from the root down: the tests' delegated subtrees
 # (made under the mount's root) get all of them. This shell and init move to a leaf first, as

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -24,6 +25,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/kernel_features.h"
 #include "common/protocol.h"
 #include "common/unique_fd.h"
 #include "supervisor/cgroup.h"
@@ -299,6 +301,28 @@ void check_landlock(std::vector<DoctorCheck>* out) {
                          "add landlock to the kernel's lsm= boot parameter (Linux >= 5.13)"));
 }
 
+// The running kernel against the oldest sbx works on, and every feature a launch needs probed
+// (the list the helper checks at entry).
+void check_kernel(std::vector<DoctorCheck>* out) {
+  utsname u{};
+  uname(&u);
+  const std::string release = u.release;
+  std::string found;
+  for (const kernel::Feature& f : kernel::needed_features()) {
+    if (!f.present()) {
+      out->push_back(problem("kernel", true,
+                             release + " lacks " + std::string(f.name) + " (Linux " +
+                                 std::string(f.version) + "); sbx needs Linux " +
+                                 std::string(kernel::kMinimumVersion) + " or newer",
+                             "boot a newer kernel (Debian 12: linux-image-amd64, Linux 6.1)"));
+      return;
+    }
+  }
+  out->push_back(ok("kernel", true,
+                    release + ": every needed feature present (sbx needs Linux " +
+                        std::string(kernel::kMinimumVersion) + " or newer)"));
+}
+
 // The helper places the VMM's fd at protocol::kVmmExecFd, which takes a hard RLIMIT_NOFILE
 // above it; without one every launch fails at prepare_fds (EMFILE).
 void check_rlimit_nofile(std::vector<DoctorCheck>* out) {
@@ -497,6 +521,7 @@ const char* status_word(CheckStatus s) {
 
 std::vector<DoctorCheck> run_doctor_checks(const DoctorOptions& options) {
   std::vector<DoctorCheck> out;
+  check_kernel(&out);
   check_helper(options, &out);
   check_device("/dev/kvm", "dev.kvm", true, "every VMM needs it", &out);
   check_device("/dev/net/tun", "dev.net_tun", false, "TAP networking needs it", &out);

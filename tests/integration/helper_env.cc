@@ -8,11 +8,14 @@
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -24,6 +27,24 @@
 #include <thread>
 
 namespace sbx::it {
+
+int kernel_landlock_abi() {
+  constexpr unsigned kVersion = 1U << 0;  // LANDLOCK_CREATE_RULESET_VERSION
+  const long abi = syscall(SYS_landlock_create_ruleset, nullptr, 0L, static_cast<long>(kVersion));
+  return abi > 0 ? static_cast<int>(abi) : 0;
+}
+
+int layer_landlock_abi() {
+  return std::min(kernel_landlock_abi(), 6);
+}
+
+bool kernel_at_least(int major, int minor) {
+  utsname u{};
+  if (uname(&u) != 0) return false;
+  int ma = 0, mi = 0;
+  if (std::sscanf(u.release, "%d.%d", &ma, &mi) != 2) return false;
+  return ma > major || (ma == major && mi >= minor);
+}
 
 std::string read_text_or_empty(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -25,6 +25,15 @@ namespace sbx::it {
 // The whole file, or "" when it cannot be read.
 std::string read_text_or_empty(const std::string& path);
 
+// The running kernel's Landlock ABI (0 without Landlock), and the ABI the helper builds a
+// VMM's layer for on it: the same, up to 6, the newest the layer uses. Tests whose outcome
+// depends on the ABI (Debian 12's 6.1 has 2, its 6.12 has 6) expect what this one gives.
+int kernel_landlock_abi();
+int layer_landlock_abi();
+
+// Whether the running kernel is at least MAJOR.MINOR.
+bool kernel_at_least(int major, int minor);
+
 inline constexpr uid_t kTestUid = 64123;
 inline constexpr gid_t kTestGid = 64123;
 inline constexpr std::chrono::milliseconds kTimeout = std::chrono::seconds(10);

@@ -14,6 +14,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -190,6 +191,14 @@ long clone_and_reap(long ret) {
   // ... and from kExecFd, a real binary runs: the helper's own exec of the VMM.
   pid_t runner = fork();
   if (runner == 0) {
+    // As the helper does: the soft file limit raised to make room for fd kExecFd.
+    rlimit lim{};
+    getrlimit(RLIMIT_NOFILE, &lim);
+    if (lim.rlim_cur <= static_cast<rlim_t>(kExecFd) &&
+        lim.rlim_max > static_cast<rlim_t>(kExecFd)) {
+      lim.rlim_cur = static_cast<rlim_t>(kExecFd) + 1;
+      setrlimit(RLIMIT_NOFILE, &lim);
+    }
     int bin = open("/bin/true", O_PATH | O_CLOEXEC);
     if (bin < 0 || dup3(bin, kExecFd, O_CLOEXEC) != kExecFd) _exit(99);
     char* const true_argv[] = {const_cast<char*>("true"), nullptr};

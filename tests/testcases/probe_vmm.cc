@@ -88,6 +88,7 @@ void OnSigterm(int) {
       "       [--swap-api-sock-to PATH | --swap-api-sock-hardlink-to PATH | --link-api-sock-to "
       "PATH]\n       [--write PATH=VALUE]...\n"
       "       [--make-ipc] [--shm-id N] [--key-id N] [--add-key] [--metadata PATH]...\n"
+      "       [--touch-mib N] [--fork-until-fail N] [--spin-wall-ms N]\n"
       "       [-- ARGS...]\n",
       msg.c_str());
   std::exit(kUsageExit);
@@ -370,6 +371,11 @@ struct Options {
   std::optional<std::string> listen_abstract;  // an abstract unix socket kept listening
   std::vector<std::string> connect_abstract;   // errno of connecting to each abstract name
   int burn_ms = 0;  // CPU time to spend before the report (cgroup usage tests)
+  // The cgroup limit tests: MiB to touch before the report, children to fork (each waits
+  // until the probe exits) until a fork fails, wall-clock ms to spin.
+  int touch_mib = 0;
+  int fork_until_fail = 0;
+  int spin_wall_ms = 0;
   // The API socket redirected to another sandbox's (the supervisor must not follow it):
   // replaced by a symlink to TARGET once the first connection (readiness) was accepted, or a
   // symlink from the start in place of a socket.
@@ -397,6 +403,11 @@ struct Options {
 #ifndef TUNGETFEATURES
 #define TUNGETFEATURES _IOR('T', 207, unsigned int)
 #endif
+
+// What --fork-until-fail found: {children made, the failing fork's errno}.
+std::optional<std::pair<int, int>> g_forks;
+// The CPU time --spin-wall-ms got, in ms.
+std::optional<int64_t> g_spin_cpu_ms;
 
 long long ErrnoOf(long ret) {
   return ret < 0 ? errno : 0;
@@ -811,8 +822,9 @@ Options ParseArgs(int argc, char** argv) {
         arg != "--connect" && arg != "--check-path" && arg != "--try-write" &&
         arg != "--open-write" && arg != "--try-connect" && arg != "--listen-abstract" &&
         arg != "--connect-abstract" && arg != "--burn-ms" && arg != "--swap-api-sock-to" &&
-        arg != "--swap-api-sock-hardlink-to" && arg != "--metadata" &&
-        arg != "--link-api-sock-to" && arg != "--write" && arg != "--shm-id" && arg != "--key-id") {
+        arg != "--swap-api-sock-hardlink-to" && arg != "--metadata" && arg != "--touch-mib" &&
+        arg != "--fork-until-fail" && arg != "--spin-wall-ms" && arg != "--link-api-sock-to" &&
+        arg != "--write" && arg != "--shm-id" && arg != "--key-id") {
       Usage("unknown argument: " + arg);
     }
     if (i + 1 >= argc) Usage(arg + " needs a value");
@@ -877,6 +889,12 @@ Options ParseArgs(int argc, char** argv) {
       opt.children = ParseInt(arg, value.c_str(), 0, 64);
     } else if (arg == "--burn-ms") {
       opt.burn_ms = ParseInt(arg, value.c_str(), 0, 60000);
+    } else if (arg == "--touch-mib") {
+      opt.touch_mib = ParseInt(arg, value.c_str(), 0, 65536);
+    } else if (arg == "--fork-until-fail") {
+      opt.fork_until_fail = ParseInt(arg, value.c_str(), 0, 4096);
+    } else if (arg == "--spin-wall-ms") {
+      opt.spin_wall_ms = ParseInt(arg, value.c_str(), 0, 60000);
     } else {
       opt.exit_code = ParseInt(arg, value.c_str(), 0, 255);
     }
@@ -903,23 +921,37 @@ int CreateListenSocket(const std::string& path) {
   return fd;
 }
 
-[[noreturn]] void ChildLoop(bool ignore_sigterm, bool new_session) {
+// A child's life: its session and SIGTERM disposition set up, then a byte on `ready`, then
+// pause until killed.
+[[noreturn]] void ChildLoop(bool ignore_sigterm, bool new_session, int ready) {
   if (new_session && setsid() < 0) {
     std::fprintf(stderr, "probe_vmm: child setsid: %s\n", std::strerror(errno));
     _exit(kSetupExit);
   }
   signal(SIGTERM, ignore_sigterm ? SIG_IGN : SIG_DFL);
+  (void)!write(ready, "r", 1);
+  close(ready);
   for (;;) pause();
 }
 
+// Returns once the child has set itself up, so the report (and every test reading it) sees
+// the child as it stays, however slowly the machine runs it.
 pid_t SpawnChild(bool ignore_sigterm, bool new_session, int listen_fd) {
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) Fail("pipe2");
   pid_t pid = fork();
   if (pid < 0) Fail("fork child");
   if (pid == 0) {
     // The socket belongs to the probe alone; a child holding it would keep it alive.
     if (listen_fd >= 0) close(listen_fd);
-    ChildLoop(ignore_sigterm, new_session);
+    close(ready[0]);
+    ChildLoop(ignore_sigterm, new_session, ready[1]);
   }
+  close(ready[1]);
+  char byte;
+  while (read(ready[0], &byte, 1) < 0 && errno == EINTR) {
+  }
+  close(ready[0]);
   g_spawned.push_back(pid);
   return pid;
 }
@@ -1056,6 +1088,14 @@ std::string BuildReport(int argc, char** argv, const Options& opt, const char* s
   w.Key("clear_pdeathsig");
   g_clear_pdeathsig < 0 ? w.Null() : w.Int(g_clear_pdeathsig);
   w.Key("blocked_signals").OptString(Lookup(status, "SigBlk"));
+  w.Key("cpus_allowed_list").OptString(Lookup(status, "Cpus_allowed_list"));
+  w.Key("spin_cpu_ms").OptInt(g_spin_cpu_ms);
+  w.Key("forks");
+  if (g_forks) {
+    w.BeginObject().Key("made").Int(g_forks->first).Key("errno").Int(g_forks->second).EndObject();
+  } else {
+    w.Null();
+  }
 
   WriteDeniedSyscalls(w);
 
@@ -1110,6 +1150,58 @@ void RunAttackFile(const std::string& path, const std::string& report) {
   WriteReportAtomically(report + ".attacks", w.str() + "\n");
 }
 
+// Touches `mib` MiB of fresh anonymous memory, a page at a time (a memory.max below it makes
+// the kernel OOM-kill the probe here).
+void TouchMemory(int mib) {
+  if (mib <= 0) return;
+  const size_t size = static_cast<size_t>(mib) << 20;
+  auto* p = static_cast<volatile char*>(
+      mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  if (p == MAP_FAILED) Fail("mmap for --touch-mib");
+  for (size_t off = 0; off < size; off += 4096) p[off] = 1;
+}
+
+// Forks up to `limit` children that wait for this process to exit (a pipe's hang-up), until a
+// fork fails: how many came, and the failing fork's errno (0: none failed).
+std::pair<int, int> ForkUntilFailure(int limit) {
+  int hold[2];
+  if (pipe2(hold, O_CLOEXEC) != 0) Fail("pipe2");
+  int made = 0, err = 0;
+  for (; made < limit; ++made) {
+    pid_t pid = fork();
+    if (pid < 0) {
+      err = errno;
+      break;
+    }
+    if (pid == 0) {
+      close(hold[1]);
+      char c;
+      while (read(hold[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      _exit(0);
+    }
+  }
+  close(hold[0]);
+  // hold[1] stays open (close-on-exec) until the probe exits: the children live until then.
+  return {made, err};
+}
+
+// Spins for `ms` of wall-clock time; returns the CPU time it got, in ms.
+int64_t SpinWall(int ms) {
+  if (ms <= 0) return 0;
+  auto ms_of = [](clockid_t clock) {
+    timespec t;
+    clock_gettime(clock, &t);
+    return static_cast<int64_t>(t.tv_sec) * 1000 + t.tv_nsec / 1000000;
+  };
+  const int64_t wall0 = ms_of(CLOCK_MONOTONIC), cpu0 = ms_of(CLOCK_PROCESS_CPUTIME_ID);
+  volatile uint64_t sink = 0;
+  do {
+    for (int i = 0; i < 10000; ++i) sink = sink + static_cast<uint64_t>(i);
+  } while (ms_of(CLOCK_MONOTONIC) - wall0 < ms);
+  return ms_of(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
+}
+
 // Spins on the CPU for `ms` of this process's own CPU time.
 void BurnCpu(int ms) {
   if (ms <= 0) return;
@@ -1161,6 +1253,10 @@ int Run(int argc, char** argv) {
   std::optional<pid_t> setsid_child;
   if (opt.setsid_child) setsid_child = SpawnChild(true, true, listen_fd);
   BurnCpu(opt.burn_ms);
+  TouchMemory(opt.touch_mib);
+  g_spin_cpu_ms = opt.spin_wall_ms > 0 ? std::optional(SpinWall(opt.spin_wall_ms)) : std::nullopt;
+  g_forks =
+      opt.fork_until_fail > 0 ? std::optional(ForkUntilFailure(opt.fork_until_fail)) : std::nullopt;
 
   WriteReportAtomically(opt.report,
                         BuildReport(argc, argv, opt, sigterm_disp, children, setsid_child));
