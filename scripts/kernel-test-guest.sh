@@ -21,9 +21,17 @@ mkdir -p /dev/pts /dev/shm /dev/mqueue
 mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t mqueue mqueue /dev/mqueue
-mount -t tmpfs -o mode=0755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mkdir -m 1777 /run/lock
+# Fresh /run and /tmp, as a booted system has, unless the host's repository or the command's
+# directory lies below one (a CI clone in /tmp): the overlay keeps those writable anyway.
+below() { case "$1/" in "$2"/*) return 0 ;; esac; return 1; }
+for dir in /run /tmp; do
+  if below "$(cat "$out/repo")" "$dir" || below "$(cat "$out/cwd")" "$dir"; then
+    echo "kernel-test guest: $dir kept from the host's root (the repository is below it)"
+    continue
+  fi
+  mount -t tmpfs -o mode="$([ "$dir" = /tmp ] && echo 1777 || echo 0755)" tmpfs "$dir"
+done
+mkdir -p -m 1777 /run/lock
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 # Every controller the kernel has, enabled from the root down: the tests' delegated subtrees
 # (made under the mount's root) get all of them. This shell and init move to a leaf first, as

@@ -50,11 +50,19 @@ if ! cgroup2_has_limit_controllers; then
     "kernel guests only"
 fi
 
+# took NAME: how long the part since the last call took, for README's account of a CI run.
+part_start=$SECONDS
+took() {
+  echo "test.sh: $1 took $((SECONDS - part_start)) s"
+  part_start=$SECONDS
+}
+
 cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSBX_WERROR=ON -DSBX_FUZZ=ON -DSBX_FUZZ_SECONDS="${SBX_FUZZ_SECONDS:-30}"
 cmake --build "$build" -j"$(nproc)"
 main_status=0
 run_ctest "$build" "${host_limits[@]}" || main_status=$?
+took "the $build build and its tests"
 
 # The sanitizer run: every program (tests, supervisor, helper, probe, driver, doubles) built
 # with -fsanitize=address,undefined; any report makes its process fail, and with it the test.
@@ -67,11 +75,13 @@ cmake --build "$asan_build" -j"$(nproc)"
 asan_status=0
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 run_ctest "$asan_build" -E '^package_install_purge$' "${host_limits[@]}" || asan_status=$?
+took "the $asan_build build and its tests"
 
 # Debian 12's own kernels, 6.1 and 6.12, booted under QEMU: the integration suites and the
 # cgroup limit tests of the first build, in each.
 kernel_status=0
 scripts/kernel-test.sh --kernel all --build "$build" || kernel_status=$?
+took "the kernel guests"
 
 word() { [ "$1" -eq 0 ] && echo passed || echo FAILED; }
 echo "test.sh: $build: $(word "$main_status"), $asan_build (ASan+UBSan): $(word "$asan_status")," \
