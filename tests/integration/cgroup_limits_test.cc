@@ -28,11 +28,6 @@ namespace {
 
 namespace json = boost::json;
 
-std::string trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 // A key's number in a flat-keyed cgroup file ("nr_throttled 12"); -1 if absent.
 int64_t keyed(const std::string& text, const std::string& key) {
   std::istringstream in(text);

@@ -40,11 +40,6 @@ namespace {
 namespace json = boost::json;
 using std::chrono::milliseconds;
 
-std::string trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 class CgroupRunTest : public SupervisorEnvTest {
  protected:
   void SetUp() override {

@@ -46,6 +46,11 @@ bool kernel_at_least(int major, int minor) {
   return ma > major || (ma == major && mi >= minor);
 }
 
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
 std::string read_text_or_empty(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return {};

@@ -25,6 +25,9 @@ namespace sbx::it {
 // The whole file, or "" when it cannot be read.
 std::string read_text_or_empty(const std::string& path);
 
+// `s` without its trailing newlines and spaces (a cgroup file's one value).
+std::string trimmed(std::string s);
+
 // The running kernel's Landlock ABI (0 without Landlock), and the ABI the helper builds a
 // VMM's layer for on it: the same, up to 6, the newest the layer uses. Tests whose outcome
 // depends on the ABI (Debian 12's 6.1 has 2, its 6.12 has 6) expect what this one gives.
