@@ -58,6 +58,19 @@ class FakePeer {
   std::thread thread_;
 };
 
+// The session the tests name as the sandbox's: this process's own, which the fake peers share.
+// Where its leader is outside this PID namespace (getsid gives 0, as under a CI runner that
+// starts the tests in a PID namespace of their own), the process first makes a session of its
+// own, as the supervisor makes one for each sandbox.
+pid_t own_session() {
+  static const pid_t session = [] {
+    pid_t s = getsid(0);
+    return s > 0 ? s : setsid();
+  }();
+  EXPECT_GT(session, 0) << "no visible session: " << std::strerror(errno);
+  return session;
+}
+
 std::string read_request(int fd) {
   std::string buf;
   char c;
@@ -96,7 +109,7 @@ TEST(HttpRequest, SendsTheRequestAndAcceptsA2xxAnswerReadByteByByte) {
       seen = read_request(fd);
       dribble(fd, "HTTP/1.1 204 No Content\r\n\r\n");
     });
-    ApiResult r = http_request(peer.path(), getsid(0), "PUT", "/actions",
+    ApiResult r = http_request(peer.path(), own_session(), "PUT", "/actions",
                                "{\"action_type\":\"SendCtrlAltDel\"}", 2000);
     EXPECT_TRUE(r.ok) << r.detail;
     EXPECT_EQ(r.detail, "HTTP/1.1 204 No Content");
@@ -111,7 +124,7 @@ TEST(HttpRequest, Non2xxIsAFailure) {
     read_request(fd);
     dribble(fd, "HTTP/1.1 400 Bad Request\r\n\r\n");
   });
-  ApiResult r = http_request(peer.path(), getsid(0), "PUT", "/api/v1/vmm.shutdown", "", 2000);
+  ApiResult r = http_request(peer.path(), own_session(), "PUT", "/api/v1/vmm.shutdown", "", 2000);
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.detail, "HTTP/1.1 400 Bad Request");
 }
@@ -122,7 +135,7 @@ TEST(HttpRequest, APeerThatNeverAnswersCostsNoMoreThanTheDeadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(600));
   });
   auto start = std::chrono::steady_clock::now();
-  ApiResult r = http_request(peer.path(), getsid(0), "PUT", "/actions", "{}", 150);
+  ApiResult r = http_request(peer.path(), own_session(), "PUT", "/actions", "{}", 150);
   auto took = std::chrono::steady_clock::now() - start;
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.detail, "timed out");
@@ -134,11 +147,11 @@ TEST(HttpRequest, EofBeforeAStatusLineIsAFailure) {
     read_request(fd);
     dribble(fd, "HTTP/1.1 2");
   });
-  EXPECT_FALSE(http_request(peer.path(), getsid(0), "PUT", "/actions", "{}", 2000).ok);
+  EXPECT_FALSE(http_request(peer.path(), own_session(), "PUT", "/actions", "{}", 2000).ok);
 }
 
 TEST(HttpRequest, MissingSocketFailsAtOnce) {
-  ApiResult r = http_request("/nonexistent/sbx.sock", getsid(0), "PUT", "/actions", "", 2000);
+  ApiResult r = http_request("/nonexistent/sbx.sock", own_session(), "PUT", "/actions", "", 2000);
   EXPECT_FALSE(r.ok);
   EXPECT_FALSE(r.refused);  // absent, not someone else's
   EXPECT_NE(r.detail.find("open /nonexistent/sbx.sock"), std::string::npos) << r.detail;
@@ -153,12 +166,12 @@ TEST(HttpRequest, ASymlinkToAnotherSocketIsRefusedAndNothingIsSent) {
     FakePeer peer([&](int) { connected = true; });
     link = peer.path() + ".link";
     ASSERT_EQ(symlink(peer.path().c_str(), link.c_str()), 0);
-    ApiResult r = http_request(link, getsid(0), "PUT", "/actions", "{}", 2000);
+    ApiResult r = http_request(link, own_session(), "PUT", "/actions", "{}", 2000);
     EXPECT_FALSE(r.ok);
     EXPECT_TRUE(r.refused);
     EXPECT_NE(r.detail.find("a symlink: not followed"), std::string::npos) << r.detail;
     // Control: the same socket by its own path is served.
-    EXPECT_TRUE(api_socket_accepts(peer.path(), getsid(0), 2000, &r.detail)) << r.detail;
+    EXPECT_TRUE(api_socket_accepts(peer.path(), own_session(), 2000, &r.detail)) << r.detail;
   }
   unlink(link.c_str());
   EXPECT_TRUE(connected);  // by the control only: a peer takes one connection
@@ -171,10 +184,10 @@ TEST(HttpRequest, ASymlinkedParentIsRefused) {
   const std::string dir = peer.path().substr(0, peer.path().rfind('/'));
   ASSERT_EQ(symlink(dir.c_str(), dir_link.c_str()), 0);
   std::string why;
-  EXPECT_FALSE(api_socket_accepts(dir_link + "/api.sock", getsid(0), 2000, &why));
+  EXPECT_FALSE(api_socket_accepts(dir_link + "/api.sock", own_session(), 2000, &why));
   EXPECT_NE(why.find("a symlink: not followed"), std::string::npos) << why;
   unlink(dir_link.c_str());
-  EXPECT_TRUE(api_socket_accepts(peer.path(), getsid(0), 2000, &why)) << why;  // unblocks it
+  EXPECT_TRUE(api_socket_accepts(peer.path(), own_session(), 2000, &why)) << why;  // unblocks it
 }
 
 // A socket served from another session (not the sandbox's) gets a connection but no request.
@@ -182,7 +195,7 @@ TEST(HttpRequest, APeerOfAnotherSessionIsRefusedAndNothingIsSent) {
   std::string seen = "unset";
   {
     FakePeer peer([&](int fd) { seen = read_request(fd); });
-    const pid_t other = getsid(0) == 1 ? 2 : 1;
+    const pid_t other = own_session() == 1 ? 2 : 1;
     ApiResult r = http_request(peer.path(), other, "PUT", "/actions", "{}", 2000);
     EXPECT_FALSE(r.ok);
     EXPECT_TRUE(r.refused);
@@ -198,7 +211,7 @@ TEST(HttpRequest, AFileInPlaceOfTheSocketIsRefused) {
   int fd = mkstemp(tmpl);
   ASSERT_GE(fd, 0);
   close(fd);
-  ApiResult r = qmp_command(tmpl, getsid(0), "quit", 2000);
+  ApiResult r = qmp_command(tmpl, own_session(), "quit", 2000);
   unlink(tmpl);
   EXPECT_FALSE(r.ok);
   EXPECT_TRUE(r.refused);
@@ -215,7 +228,7 @@ TEST(QmpCommand, HandshakeThenQuitWithEventsInBetween) {
       commands += read_line(fd);
       dribble(fd, "{\"return\": {}}\r\n");
     });
-    ApiResult r = qmp_command(peer.path(), getsid(0), "quit", 2000);
+    ApiResult r = qmp_command(peer.path(), own_session(), "quit", 2000);
     EXPECT_TRUE(r.ok) << r.detail;
   }
   EXPECT_EQ(commands, "{\"execute\":\"qmp_capabilities\"}\r|{\"execute\":\"quit\"}\r");
@@ -228,7 +241,7 @@ TEST(QmpCommand, QuitThatClosesBeforeReplyingCounts) {
     dribble(fd, "{\"return\": {}}\r\n");
     read_line(fd);
   });
-  EXPECT_TRUE(qmp_command(peer.path(), getsid(0), "quit", 2000).ok);
+  EXPECT_TRUE(qmp_command(peer.path(), own_session(), "quit", 2000).ok);
 }
 
 TEST(QmpCommand, ErrorReplyIsAFailure) {
@@ -239,7 +252,7 @@ TEST(QmpCommand, ErrorReplyIsAFailure) {
     read_line(fd);
     dribble(fd, "{\"error\": {\"class\": \"GenericError\"}}\r\n");
   });
-  ApiResult r = qmp_command(peer.path(), getsid(0), "system_powerdown", 2000);
+  ApiResult r = qmp_command(peer.path(), own_session(), "system_powerdown", 2000);
   EXPECT_FALSE(r.ok);
   EXPECT_NE(r.detail.find("GenericError"), std::string::npos);
 }
@@ -247,14 +260,14 @@ TEST(QmpCommand, ErrorReplyIsAFailure) {
 TEST(QmpCommand, NoGreetingIsAFailureWithinTheDeadline) {
   FakePeer peer([](int) { std::this_thread::sleep_for(std::chrono::milliseconds(600)); });
   auto start = std::chrono::steady_clock::now();
-  ApiResult r = qmp_command(peer.path(), getsid(0), "quit", 150);
+  ApiResult r = qmp_command(peer.path(), own_session(), "quit", 150);
   EXPECT_FALSE(r.ok);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
 }
 
 TEST(QmpCommand, NotQmpIsRefused) {
   FakePeer peer([](int fd) { dribble(fd, "HTTP/1.1 200 OK\r\n"); });
-  ApiResult r = qmp_command(peer.path(), getsid(0), "quit", 2000);
+  ApiResult r = qmp_command(peer.path(), own_session(), "quit", 2000);
   EXPECT_FALSE(r.ok);
   EXPECT_NE(r.detail.find("greeting"), std::string::npos) << r.detail;
 }
