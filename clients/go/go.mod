@@ -1,0 +1,3 @@
+module sbx.dev/sbx/clients/go
+
+go 1.19
