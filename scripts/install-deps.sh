@@ -19,6 +19,8 @@ packages=(
   qemu-system-x86 busybox-static cpio
   # scripts/kernel-test.sh: depmod for the unpacked kernels, xz for their modules
   kmod xz-utils
+  # the Go client (clients/go): Debian 12's Go 1.19, standard library only
+  golang-go
   # the benchmark smoke run compares against bwrap
   bubblewrap
   # the Debian package (packaging/build-deb.sh) and its test: dpkg-shlibdeps, lintian

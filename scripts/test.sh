@@ -3,9 +3,10 @@
 # The test command: installs the dependencies, builds everything with warnings as errors
 # (clang, with the fuzz targets), and runs every test; then builds everything again with
 # AddressSanitizer and UndefinedBehaviorSanitizer (SBX_SANITIZE=ON, in build-test-asan) and runs
-# the same tests there. Run as root: the integration tests set file capabilities, make network
-# namespaces and drive the helper as an unprivileged user. A failed or skipped test in either
-# run fails the whole: this machine has every feature the tests use.
+# the same tests there; then the Go client's tests (scripts/go-test.sh). Run as root: the
+# integration tests set file capabilities, make network namespaces and drive the helper as an
+# unprivileged user. A failed or skipped test in any run fails the whole: this machine has
+# every feature the tests use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -77,6 +78,12 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 run_ctest "$asan_build" -E '^package_install_purge$' "${host_limits[@]}" || asan_status=$?
 took "the $asan_build build and its tests"
 
+# The Go client (clients/go): gofmt, go vet, and its tests against the first build's
+# supervisor, helper and probe VMM, as the unprivileged test user.
+go_status=0
+scripts/go-test.sh --build "$build" || go_status=$?
+took "the Go client's tests"
+
 # Debian 12's own kernels, 6.1 and 6.12, booted under QEMU: the integration suites and the
 # cgroup limit tests of the first build, in each.
 kernel_status=0
@@ -85,5 +92,6 @@ took "the kernel guests"
 
 word() { [ "$1" -eq 0 ] && echo passed || echo FAILED; }
 echo "test.sh: $build: $(word "$main_status"), $asan_build (ASan+UBSan): $(word "$asan_status")," \
-  "Debian kernels 6.1 and 6.12: $(word "$kernel_status")"
-[ "$main_status" -eq 0 ] && [ "$asan_status" -eq 0 ] && [ "$kernel_status" -eq 0 ]
+  "Go client: $(word "$go_status"), Debian kernels 6.1 and 6.12: $(word "$kernel_status")"
+[ "$main_status" -eq 0 ] && [ "$asan_status" -eq 0 ] && [ "$go_status" -eq 0 ] &&
+  [ "$kernel_status" -eq 0 ]
