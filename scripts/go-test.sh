@@ -193,7 +193,7 @@ as_test_user() {
     SBX_GO_TEST_NETNS="$netns" \
     SBX_GO_TEST_TAP="$tap" \
     SBX_GO_TEST_QEMU="$QEMU" \
-    "$@"
+    "$@" 9>&- # the lock stays with this script
 }
 
 cd "$dir/src"

@@ -14,18 +14,21 @@ import (
 
 // Plan is what `sbx-supervisor check` says a spec would launch, without launching it.
 type Plan struct {
+	// ID and Kind are the spec's.
 	ID   string  `json:"id"`
 	Kind VMMKind `json:"kind"`
 	// Argv is the VMM's argv as the helper would execute it: the binary, the kind's API flag,
 	// then the spec's args.
-	Argv       []string `json:"argv"`
-	SandboxDir string   `json:"sandbox_dir"`
+	Argv []string `json:"argv"`
+	// SandboxDir is where the tmpfs and the links go.
+	SandboxDir string `json:"sandbox_dir"`
 	// Links maps the names made in the sandbox dir to their targets.
 	Links map[string]string `json:"links"`
 	// Netns is the network namespace joined; empty for the caller's.
-	Netns        string `json:"netns"`
-	PIDNamespace bool   `json:"pid_namespace"`
-	Jail         bool   `json:"jail"`
+	Netns string `json:"netns"`
+	// PIDNamespace and Jail are what the VMM will run under.
+	PIDNamespace bool `json:"pid_namespace"`
+	Jail         bool `json:"jail"`
 	// Files is what the helper would be sent with files or a jail; nil without.
 	Files *Files `json:"files"`
 	// APISocketDir is the API socket's directory sent with files or a jail.

@@ -26,8 +26,10 @@ const (
 // depends on Type; Raw keeps the line as the supervisor wrote it, for members this package
 // does not know.
 type Event struct {
+	// Type says which event this is, and so which fields below are set.
 	Type EventType `json:"event"`
-	ID   string    `json:"id"`
+	// ID is the sandbox's id.
+	ID string `json:"id"`
 	// TMs counts milliseconds from the launch request.
 	TMs int64 `json:"t_ms"`
 
@@ -38,11 +40,15 @@ type Event struct {
 	LandlockABI int `json:"landlock_abi,omitempty"`
 
 	// stopping: why the ladder runs ("SIGTERM", "SIGINT", "not_ready") and the step reached
-	// ("graceful_request", "sigterm", "sigkill").
+	// ("graceful_request", "sigterm", "sigkill"). exited with OutcomeSetupFailed: Step is the
+	// step that failed.
 	Why  string `json:"why,omitempty"`
 	Step string `json:"step,omitempty"`
 
-	// exited: the outcome and what goes with it (Step above for setup_failed).
+	// exited: the outcome and what goes with it, as in ExitStatus: Code (OutcomeExited),
+	// Signal (OutcomeSignaled, OutcomeKilledAfterTimeout), Errno and Detail
+	// (OutcomeSetupFailed; Detail also for OutcomeLost), the supervisor's ExitStatus, and with
+	// a cgroup Usage and, when it could not be removed, CgroupLeft.
 	Outcome    Outcome     `json:"outcome,omitempty"`
 	Code       int         `json:"code,omitempty"`
 	Signal     int         `json:"signal,omitempty"`
@@ -77,17 +83,17 @@ const (
 
 // Usage is the `exited` event's cgroup usage. A figure the kernel does not provide is nil.
 type Usage struct {
-	CPUUsec         *uint64 `json:"cpu_usec"`
-	MemoryPeakBytes *uint64 `json:"memory_peak_bytes"`
-	OOMKills        *uint64 `json:"oom_kills"`
-	PidsPeak        *uint64 `json:"pids_peak"`
+	CPUUsec         *uint64 `json:"cpu_usec"`          // cpu.stat usage_usec
+	MemoryPeakBytes *uint64 `json:"memory_peak_bytes"` // memory.peak
+	OOMKills        *uint64 `json:"oom_kills"`         // memory.events oom_kill
+	PidsPeak        *uint64 `json:"pids_peak"`         // pids.peak
 }
 
 // CgroupLeft is the `exited` event's "cgroup_left": the sandbox's cgroup could not be removed.
 type CgroupLeft struct {
-	Path   string `json:"path"`
-	Errno  int    `json:"errno"`
-	Detail string `json:"detail"`
+	Path   string `json:"path"`   // the cgroup directory left
+	Errno  int    `json:"errno"`  // why rmdir failed
+	Detail string `json:"detail"` // what the supervisor tried
 }
 
 // ExitStatus is how a sandbox ended, from its `exited` event and the `stopping` events before

@@ -281,6 +281,29 @@ func TestContextDuringStartStopsTheSandbox(t *testing.T) {
 	}
 }
 
+func TestNotReadyInTimeIsALaunchErrorAtReady(t *testing.T) {
+	env := sbxtest.Load(t)
+	p := env.ProbeSpec("notready", false)
+	p.Spec.APISocket = env.Work + "/never-" + p.Spec.ID + ".sock"
+	p.Spec.ReadyTimeoutMs = sbx.Ptr[uint32](300)
+	sb, err := sbx.Start(timeout(t, 30*time.Second), p.Spec, env.Options()...)
+	if sb != nil {
+		_, _ = sb.Stop(context.Background())
+		t.Fatal("Start gave a sandbox that was never ready")
+	}
+	var le *sbx.LaunchError
+	if !errors.As(err, &le) {
+		t.Fatalf("not a *LaunchError: %v", err)
+	}
+	if le.Step != sbx.StepReady || le.Status == nil || le.Status.Why != "not_ready" ||
+		le.Status.Outcome == sbx.OutcomeSetupFailed || le.ExitCode != le.Status.ExitStatus {
+		t.Errorf("LaunchError %+v, status %+v", le, le.Status)
+	}
+	if left := sbxtest.Leftovers(); len(left) != 0 {
+		t.Errorf("processes left when Start returned: %v", left)
+	}
+}
+
 func TestWaitFromManyGoroutinesGivesOneStatus(t *testing.T) {
 	env := sbxtest.Load(t)
 	p := env.ProbeSpec("wait10", true)
