@@ -73,7 +73,7 @@ func Check(ctx context.Context, spec Spec, opts ...Option) (*Plan, error) {
 		}
 		var exitErr *exec.ExitError
 		if errors.As(runErr, &exitErr) {
-			return nil, fmt.Errorf("sbx: sbx-supervisor check: %v: %s", runErr, lastLogLine(lines))
+			return nil, fmt.Errorf("sbx: sbx-supervisor check: %v: %s", runErr, supervisorMessage(lines))
 		}
 		return nil, fmt.Errorf("sbx: sbx-supervisor check: %w", runErr)
 	}

@@ -113,12 +113,24 @@ func parseSpecError(lines []string) *SpecError {
 	return nil
 }
 
-// lastLogLine is the supervisor's last message, for a failure it reported only in its log.
-func lastLogLine(lines []string) string {
-	for i := len(lines) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(lines[i]); l != "" {
-			return l
+// supervisorMessage is what the supervisor said about a failure it reported only in its log:
+// its own message ("sbx-supervisor: --helper needs an absolute path", printed before the
+// usage), else its last error line, else its last line.
+func supervisorMessage(lines []string) string {
+	for _, l := range lines {
+		if strings.HasPrefix(l, supervisorPrefix) {
+			return strings.TrimSpace(l)
 		}
 	}
-	return ""
+	last := ""
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if strings.HasPrefix(l, "sbx-supervisor[") && strings.Contains(l, "] error: ") {
+			return l
+		}
+		if last == "" {
+			last = l
+		}
+	}
+	return last
 }

@@ -41,7 +41,8 @@ func WithStopTimeout(d time.Duration) Option {
 }
 
 // WithLogOutput sends the supervisor's log (its standard error) and, with StdioInherit, the
-// VMM's standard output and error to w, one whole line per Write. Without it they are
+// VMM's standard output and error to w, a whole line per Write (a line longer than 4 KiB in
+// pieces). Without it they are
 // discarded (a LaunchError still carries what the supervisor said). w is written from a
 // goroutine of its own and must not block for long: a supervisor whose log cannot be written
 // waits for it. One w may serve many sandboxes if it is safe for concurrent use.

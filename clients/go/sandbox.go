@@ -294,7 +294,7 @@ func (s *Sandbox) launchError() *LaunchError {
 			break
 		}
 		e.Step = StepSupervisor
-		e.Detail = lastLogLine(lines)
+		e.Detail = supervisorMessage(lines)
 		if e.Detail == "" {
 			e.Detail = "sbx-supervisor ended without an event: " + s.exit.text
 		}

@@ -465,6 +465,18 @@ func TestCheckPrintsThePlan(t *testing.T) {
 	}
 }
 
+func TestRefusedCommandLineIsALaunchError(t *testing.T) {
+	env := sbxtest.Load(t)
+	p := env.ProbeSpec("cmdline", true)
+	_, err := sbx.Start(timeout(t, 10*time.Second), p.Spec, sbx.WithSupervisor(env.Supervisor),
+		sbx.WithHelper("sbx-nsexec"))
+	var le *sbx.LaunchError
+	if !errors.As(err, &le) || le.Step != sbx.StepSupervisor || le.ExitCode != 2 ||
+		!strings.Contains(le.Detail, "--helper needs an absolute path") {
+		t.Errorf("got %v", err)
+	}
+}
+
 func TestMissingSupervisorIsALaunchError(t *testing.T) {
 	p := sbx.Spec{ID: "x", VMM: sbx.VMM{Kind: sbx.KindGeneric, Binary: "/bin/true"}, SandboxDir: "/run/sbx/x"}
 	_, err := sbx.Start(context.Background(), p, sbx.WithSupervisor("/nonexistent/sbx-supervisor"))

@@ -197,6 +197,22 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 	}
 }
 
+func TestSupervisorMessagePrefersItsOwnLine(t *testing.T) {
+	usage := []string{"sbx-supervisor: --helper needs an absolute path",
+		"usage: sbx-supervisor run --spec FILE|- [--helper PATH] [--events-fd N]",
+		"        it (--json: one object). Exit 0 when everything needed is OK, else 1"}
+	if got := supervisorMessage(usage); got != usage[0] {
+		t.Errorf("got %q", got)
+	}
+	logged := []string{"sbx-supervisor[x] info: launching", "sbx-supervisor[x] error: refusing to run as uid 0 without --allow-root", ""}
+	if got := supervisorMessage(logged); got != logged[1] {
+		t.Errorf("got %q", got)
+	}
+	if got := supervisorMessage([]string{"a", "b", ""}); got != "b" {
+		t.Errorf("got %q", got)
+	}
+}
+
 func TestLaunchErrorMatchesItsErrnoAndSpecError(t *testing.T) {
 	err := error(&LaunchError{ID: "x", Step: "validate_request", Errno: syscall.EPERM, ExitCode: 125})
 	if !errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOENT) {

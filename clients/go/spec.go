@@ -53,7 +53,8 @@ type Spec struct {
 	// Jail gives the VMM a read-only root holding only what the spec names (see docs/jail.md).
 	// It implies Files.
 	Jail bool `json:"jail,omitempty"`
-	// Env is the VMM's whole environment; LD_*, GCONV_* and non-portable names are refused.
+	// Env is the VMM's whole environment (nil: an empty one); LD_*, GCONV_* and
+	// non-portable names are refused.
 	Env map[string]string `json:"env,omitempty"`
 	// Stdio is StdioInherit (the default: the VMM writes where the supervisor's logs go, see
 	// WithLogOutput) or StdioNull.
