@@ -450,6 +450,33 @@ int64_t whole_reference(const Setup& s, int i) {
   return v;
 }
 
+// Rows 4s and 6s: rows 4 and 6 with `--state-dir` (one state dir, made by the bench user; each
+// round's id is new, so no run meets an earlier one's state).
+std::string state_dir(const Setup& s) {
+  return s.work + "/state";
+}
+
+int64_t launch_supervisor_process_state(const Setup& s, int i) {
+  std::string stamp = s.work + "/stamp-runs-" + std::to_string(i);
+  Spec spec = stub_spec(s, "runs-" + std::to_string(i), {"--stamp", stamp}, false);
+  std::string path = write_spec(s, spec, 10000);
+  int64_t v = spawn_to_stamp(
+      {s.supervisor, "run", "--spec", path, "--helper", s.helper, "--state-dir", state_dir(s)},
+      stamp);
+  unlink(path.c_str());
+  return v;
+}
+
+int64_t whole_run_state(const Setup& s, int i) {
+  Spec spec = stub_spec(s, "wholes-" + std::to_string(i), {}, false);
+  spec.pid_namespace = true;
+  std::string path = write_spec(s, spec, 10000);
+  int64_t v = spawn_to_exit(
+      {s.supervisor, "run", "--spec", path, "--helper", s.helper, "--state-dir", state_dir(s)});
+  unlink(path.c_str());
+  return v;
+}
+
 // Runs `fn` in a child that is the bench user; returns what it wrote to the pipe.
 template <typename Fn>
 std::string as_bench_user(const Setup& s, Fn fn) {
@@ -521,6 +548,75 @@ int64_t stop_once(const Setup& s, int i, bool ignore_term, int budget_ms) {
   close(p[0]);
   unlink(path.c_str());
   return t1 - t0;
+}
+
+// ---- detached sandboxes -------------------------------------------------------------------
+
+// `n` sandboxes started with `run --state-dir --detach` (stubs serving an API socket until
+// SIGTERM); then `ps` over them, spawn to exit, beside `ps` over an empty state dir and
+// `sbx-supervisor --version` (the process floor); each detached supervisor's VmHWM; then `stop`
+// on each. Runs as the bench user; returns a JSON object.
+long status_kib(pid_t pid, const char* key);
+
+std::string detached_run(const Setup& s, int n) {
+  const std::string dir = s.work + "/detached", empty = s.work + "/detached-empty";
+  mkdir(dir.c_str(), 0700);
+  mkdir(empty.c_str(), 0700);
+  int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  std::vector<std::string> ids;
+  int started = 0;
+  for (int i = 0; i < n; ++i) {
+    std::string id = "det-" + std::to_string(i);
+    Spec spec = stub_spec(s, id, {"--serve", s.work + "/" + id + ".sock"}, true);
+    std::string path = write_spec(s, spec, 10000);
+    started += wait_exit(spawn({s.supervisor, "run", "--spec", path, "--helper", s.helper,
+                                "--state-dir", dir, "--detach"},
+                               null)) == 0;
+    ids.push_back(id);
+  }
+  auto time_it = [&](const std::vector<std::string>& argv) {
+    std::vector<int64_t> v;
+    for (int k = 0; k < 21; ++k) {
+      int64_t t0 = now_ns();
+      int rc = wait_exit(spawn(argv, null));
+      if (rc == 0) v.push_back(now_ns() - t0);
+    }
+    return stats(v);
+  };
+  Stats ps = time_it({s.supervisor, "ps", "--state-dir", dir});
+  Stats ps_json = time_it({s.supervisor, "ps", "--state-dir", dir, "--json"});
+  Stats ps_empty = time_it({s.supervisor, "ps", "--state-dir", empty});
+  Stats version = time_it({s.supervisor, "--version"});
+  double hwm_sum = 0, hwm_max = 0;
+  std::vector<pid_t> supervisors;
+  for (const auto& id : ids) {
+    std::ifstream lock(dir + "/" + id + "/lock");
+    pid_t pid = 0;
+    lock >> pid;
+    supervisors.push_back(pid);
+    long hwm = pid > 0 ? status_kib(pid, "VmHWM:") : -1;
+    hwm_sum += static_cast<double>(hwm);
+    hwm_max = std::max<double>(hwm_max, static_cast<double>(hwm));
+  }
+  int stopped = 0;
+  for (const auto& id : ids) {
+    stopped += wait_exit(spawn({s.supervisor, "stop", id, "--state-dir", dir}, null)) == 0;
+  }
+  bool clean = true;
+  for (pid_t pid : supervisors) clean = clean && pid > 0 && kill(pid, 0) != 0;
+  close(null);
+  json::object o{{"sandboxes", n},
+                 {"started", started},
+                 {"stopped", stopped},
+                 {"ps_median_ms", ps.median_ms},
+                 {"ps_p99_ms", ps.p99_ms},
+                 {"ps_json_median_ms", ps_json.median_ms},
+                 {"ps_empty_median_ms", ps_empty.median_ms},
+                 {"version_median_ms", version.median_ms},
+                 {"detached_vmhwm_kib_mean", hwm_sum / n},
+                 {"detached_vmhwm_kib_max", hwm_max},
+                 {"clean", clean}};
+  return json::serialize(o);
 }
 
 // ---- scale -------------------------------------------------------------------------------
@@ -638,7 +734,7 @@ std::string scale_run(const Setup& s, int n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int launches = 200, stop_runs = 50, stop_budget_ms = 300;
+  int launches = 200, stop_runs = 50, stop_budget_ms = 300, detached_runs = 200;
   std::vector<int> scales = {100, 500, 1000};
   std::string json_out = "bench-results.json";
   std::string bin_dir, src_dir;
@@ -651,6 +747,8 @@ int main(int argc, char** argv) {
       stop_runs = std::atoi(next().c_str());
     else if (a == "--stop-budget-ms")
       stop_budget_ms = std::atoi(next().c_str());
+    else if (a == "--detached")
+      detached_runs = std::atoi(next().c_str());
     else if (a == "--json")
       json_out = next();
     else if (a == "--bin-dir")
@@ -667,7 +765,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: sbx-bench --bin-dir BUILD --src-dir SRC [--launches N] [--stop-runs N]"
-                   " [--stop-budget-ms T] [--scale 100,500,1000] [--json PATH]\n");
+                   " [--stop-budget-ms T] [--detached N] [--scale 100,500,1000] [--json PATH]\n");
       return 2;
     }
   }
@@ -688,6 +786,7 @@ int main(int argc, char** argv) {
     lat["2 reference pipeline"].push_back(launch_reference(s, i));
     whole["6r reference pipeline"].push_back(whole_reference(s, i));
     std::string user = as_bench_user(s, [&] {
+      mkdir(state_dir(s).c_str(), 0700);
       std::vector<int64_t> v{launch_bwrap(s, i),
                              launch_supervisor_process(s, i),
                              launch_in_process(s, i),
@@ -696,12 +795,14 @@ int main(int argc, char** argv) {
                              launch_supervisor_process_pidns(s, i),
                              whole_run(s, i, false),
                              whole_run(s, i, true),
-                             launch_in_process(s, i, true)};
+                             launch_in_process(s, i, true),
+                             launch_supervisor_process_state(s, i),
+                             whole_run_state(s, i)};
       if (!s.cgroup_parent.empty()) v.push_back(launch_supervisor_process_cgroup(s, i));
       return join(v);
     });
     auto v = split(user);
-    if (v.size() >= 9) {
+    if (v.size() >= 11) {
       lat["3 bwrap (no netns join)"].push_back(v[0]);
       lat["4 sbx-supervisor run"].push_back(v[1]);
       lat["5 in-process launch"].push_back(v[2]);
@@ -711,8 +812,10 @@ int main(int argc, char** argv) {
       whole["6 sbx-supervisor run"].push_back(v[6]);
       whole["6j sbx-supervisor run, jailed"].push_back(v[7]);
       lat["5p in-process launch, pidns"].push_back(v[8]);
+      lat["4s sbx-supervisor run, state dir"].push_back(v[9]);
+      whole["6s sbx-supervisor run, state dir"].push_back(v[10]);
     }
-    if (v.size() == 10) lat["4c sbx-supervisor run, cgroup"].push_back(v[9]);
+    if (v.size() == 12) lat["4c sbx-supervisor run, cgroup"].push_back(v[11]);
   }
   std::map<std::string, Stats> st, wst;
   int failures = 0;
@@ -740,6 +843,8 @@ int main(int argc, char** argv) {
   stop_term = split(stops.substr(0, bar));
   overshoot = split(stops.substr(bar + 1));
 
+  const std::string detached =
+      detached_runs > 0 ? as_bench_user(s, [&] { return detached_run(s, detached_runs); }) : "";
   std::vector<std::string> scale_results;
   for (int n : scales) scale_results.push_back(as_bench_user(s, [&] { return scale_run(s, n); }));
   s.destroy();
@@ -767,7 +872,7 @@ int main(int argc, char** argv) {
       "(1b: a static program that only execs the stub: the least a helper process costs)\n");
   std::printf(
       "(4, 5: no PID namespace; 4p, 5p: the default PID namespace and its init; 4j, 5j: jailed, "
-      "with the PID namespace a jail needs)\n");
+      "with the PID namespace a jail needs; 4s: 4 with --state-dir)\n");
   const double whole_ref = wst["6r reference pipeline"].median_ms;
   std::printf(
       "\nThe whole process, spawn to exit, for a VMM that exits at once (default PID "
@@ -801,6 +906,23 @@ int main(int argc, char** argv) {
         o2["peak_rss_kib_max"].to_number<double>(), o2["pss_kib_mean"].to_number<double>(),
         o2["clean"].as_bool() ? "yes" : "NO");
     sj.push_back(o2);
+  }
+  if (!detached.empty()) {
+    json::object d = json::parse(detached).as_object();
+    std::printf("\nDetached sandboxes (run --state-dir --detach)\n");
+    std::printf(
+        "%lld started, %lld stopped, clean: %s\n"
+        "ps over them: median %.1f ms (p99 %.1f, --json %.1f); ps over none %.1f ms; "
+        "sbx-supervisor --version %.1f ms\n"
+        "detached supervisor VmHWM: mean %.0f KiB, max %.0f KiB\n",
+        static_cast<long long>(d["started"].as_int64()),
+        static_cast<long long>(d["stopped"].as_int64()), d["clean"].as_bool() ? "yes" : "NO",
+        d["ps_median_ms"].to_number<double>(), d["ps_p99_ms"].to_number<double>(),
+        d["ps_json_median_ms"].to_number<double>(), d["ps_empty_median_ms"].to_number<double>(),
+        d["version_median_ms"].to_number<double>(),
+        d["detached_vmhwm_kib_mean"].to_number<double>(),
+        d["detached_vmhwm_kib_max"].to_number<double>());
+    out["detached"] = d;
   }
   out["launch"] = lj;
   out["launch_failures"] = failures;

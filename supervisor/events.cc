@@ -40,35 +40,43 @@ int Outcome::exit_status() const {
   return 125;
 }
 
-void EventWriter::write_line(const std::string& line) {
+void EventSink::close_fd() {
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+}
+
+void EventSink::write_line(const std::string& event, const std::string& line) {
   std::string out = line + "\n";
   size_t done = 0;
-  while (done < out.size()) {
+  while (fd_ >= 0 && done < out.size()) {
     ssize_t n = write(fd_, out.data() + done, out.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // the reader went away; the sandbox still runs its course
+    if (n <= 0) break;  // the reader went away; the sandbox still runs its course
     done += static_cast<size_t>(n);
   }
+  for (const auto& output : outputs_) output(event, line);
 }
 
-void EventWriter::started(const std::string& id, pid_t pid, pid_t pgid, int64_t t_ms,
-                          uint32_t landlock_abi) {
-  write_line(json::serialize(json::object{{"event", "started"},
-                                          {"id", id},
-                                          {"pid", pid},
-                                          {"pgid", pgid},
-                                          {"t_ms", t_ms},
-                                          {"landlock_abi", landlock_abi}}));
+void EventSink::started(const std::string& id, pid_t pid, pid_t pgid, int64_t t_ms,
+                        uint32_t landlock_abi) {
+  write_line("started", json::serialize(json::object{{"event", "started"},
+                                                     {"id", id},
+                                                     {"pid", pid},
+                                                     {"pgid", pgid},
+                                                     {"t_ms", t_ms},
+                                                     {"landlock_abi", landlock_abi}}));
 }
 
-void EventWriter::ready(const std::string& id, int64_t t_ms) {
-  write_line(json::serialize(json::object{{"event", "ready"}, {"id", id}, {"t_ms", t_ms}}));
+void EventSink::ready(const std::string& id, int64_t t_ms) {
+  write_line("ready",
+             json::serialize(json::object{{"event", "ready"}, {"id", id}, {"t_ms", t_ms}}));
 }
 
-void EventWriter::stopping(const std::string& id, const std::string& why, const std::string& step,
-                           int64_t t_ms) {
-  write_line(json::serialize(json::object{
-      {"event", "stopping"}, {"id", id}, {"why", why}, {"step", step}, {"t_ms", t_ms}}));
+void EventSink::stopping(const std::string& id, const std::string& why, const std::string& step,
+                         int64_t t_ms) {
+  write_line("stopping",
+             json::serialize(json::object{
+                 {"event", "stopping"}, {"id", id}, {"why", why}, {"step", step}, {"t_ms", t_ms}}));
 }
 
 namespace {
@@ -79,8 +87,8 @@ json::value figure(const std::optional<uint64_t>& v) {
 
 }  // namespace
 
-void EventWriter::exited(const std::string& id, const Outcome& o, int64_t t_ms,
-                         const CgroupReport* cgroup) {
+void EventSink::exited(const std::string& id, const Outcome& o, int64_t t_ms,
+                       const CgroupReport* cgroup) {
   json::object ev{{"event", "exited"}, {"id", id}, {"outcome", outcome_name(o.kind)}};
   switch (o.kind) {
     case OutcomeKind::kExited:
@@ -111,7 +119,7 @@ void EventWriter::exited(const std::string& id, const Outcome& o, int64_t t_ms,
     }
   }
   ev["t_ms"] = t_ms;
-  write_line(json::serialize(ev));
+  write_line("exited", json::serialize(ev));
 }
 
 }  // namespace sbx::supervisor

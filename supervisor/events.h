@@ -6,8 +6,10 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "supervisor/cgroup.h"
 
@@ -39,9 +41,17 @@ struct CgroupReport {
   std::optional<CgroupError> left;
 };
 
-class EventWriter {
+// The one place events are written: each line goes to the events fd, then to every output
+// added (the state dir's events.jsonl and exit.json, the control socket's followers, systemd).
+class EventSink {
  public:
-  explicit EventWriter(int fd) : fd_(fd) {}
+  explicit EventSink(int fd) : fd_(fd) {}
+  // `event` is the event's name ("started", ...), `line` its JSON without the newline.
+  using Output = std::function<void(const std::string& event, const std::string& line)>;
+  void add_output(Output output) { outputs_.push_back(std::move(output)); }
+  // Closes the events fd and writes no more there (a --detach caller's pipe, once `started` or
+  // the failure is out); the other outputs go on.
+  void close_fd();
   // `landlock_abi`: the ABI of the Landlock layer the VMM runs under (0: none).
   void started(const std::string& id, pid_t pid, pid_t pgid, int64_t t_ms, uint32_t landlock_abi);
   void ready(const std::string& id, int64_t t_ms);
@@ -51,8 +61,9 @@ class EventWriter {
               const CgroupReport* cgroup = nullptr);
 
  private:
-  void write_line(const std::string& line);
+  void write_line(const std::string& event, const std::string& line);
   int fd_;
+  std::vector<Output> outputs_;
 };
 
 }  // namespace sbx::supervisor

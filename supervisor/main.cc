@@ -5,8 +5,10 @@
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -18,11 +20,14 @@
 #include <string_view>
 
 #include "supervisor/cgroup.h"
+#include "supervisor/commands.h"
+#include "supervisor/control.h"
 #include "supervisor/doctor.h"
 #include "supervisor/logging.h"
 #include "supervisor/privileges.h"
 #include "supervisor/run.h"
 #include "supervisor/spec.h"
+#include "supervisor/state_dir.h"
 
 #ifndef SBX_VERSION
 #define SBX_VERSION "0.0.0"
@@ -34,6 +39,7 @@
 namespace {
 
 using namespace sbx::supervisor;
+using sbx::UniqueFd;
 
 constexpr int kSetupFailure = 125;
 
@@ -43,6 +49,12 @@ void usage(FILE* out) {
       "usage: sbx-supervisor run --spec FILE|- [--helper PATH] [--events-fd N]\n"
       "                          [--stop-timeout-ms N] [--log-format text|json]\n"
       "                          [--cgroup-parent PATH] [--allow-root]\n"
+      "                          [--state-dir DIR [--detach]]\n"
+      "       sbx-supervisor ps --state-dir DIR [--json]\n"
+      "       sbx-supervisor events ID --state-dir DIR [--follow]\n"
+      "       sbx-supervisor stop ID --state-dir DIR [--timeout-ms N]\n"
+      "       sbx-supervisor wait ID --state-dir DIR\n"
+      "       sbx-supervisor rm ID --state-dir DIR\n"
       "       sbx-supervisor check --spec FILE|-\n"
       "       sbx-supervisor doctor [--json] [--helper PATH] [--cgroup-parent PATH]\n"
       "       sbx-supervisor --help | --version\n"
@@ -53,6 +65,15 @@ void usage(FILE* out) {
       "        failure, 126 VMM not executable, 127 VMM not found).\n"
       "        --cgroup-parent PATH: the sandbox gets the cgroup v2 PATH/ID (delegated\n"
       "        to this user, holding no process) unless the spec's cgroup names a parent\n"
+      "        --state-dir DIR: keep DIR/ID/ (lock, state.json, events.jsonl, exit.json,\n"
+      "        control.sock) so that the commands below find the sandbox; --detach: return\n"
+      "        once it has started, printing `started`, and supervise it in the background\n"
+      "ps      one line per sandbox of DIR: id, pids, age, state (starting, running,\n"
+      "        ready, stopping, exited, lost) and how it ended (--json: JSON lines)\n"
+      "events  a sandbox's events from the first; --follow: then the live ones to `exited`\n"
+      "stop    run the stop ladder (budget N ms if given), wait, exit with the VMM's status\n"
+      "wait    wait for the sandbox to exit and exit with its status (125 if it is lost)\n"
+      "rm      remove the state of an exited or lost sandbox\n"
       "check   validate the spec and print the VMM argv, links, netns and cgroup as JSON\n"
       "doctor  check the helper, its policy, /dev/kvm, /dev/net/tun, userfaultfd,\n"
       "        Landlock, Yama, cgroup v2 (and a --cgroup-parent's delegation), /run/netns\n"
@@ -87,8 +108,16 @@ struct Args {
   std::optional<std::string> cgroup_parent;
   CgroupKillMode cgroup_kill_mode = CgroupKillMode::kAuto;
   bool cgroup_spawn_into = true;
-  bool json = false;  // doctor
+  bool json = false;  // doctor, ps
+  std::string id;     // events, stop, wait, rm
+  std::optional<std::string> state_dir;
+  bool detach = false, follow = false;
+  std::optional<uint32_t> timeout_ms;  // stop
 };
+
+bool is_state_command(const std::string& c) {
+  return c == "ps" || c == "events" || c == "stop" || c == "wait" || c == "rm";
+}
 
 bool parse_number(const std::string& s, long min, long max, long* out) {
   char* end = nullptr;
@@ -103,11 +132,18 @@ bool parse_number(const std::string& s, long min, long max, long* out) {
 std::string parse_args(int argc, char** argv, Args* a) {
   if (argc < 2) return "missing command";
   a->command = argv[1];
-  if (a->command != "run" && a->command != "check" && a->command != "doctor") {
+  if (a->command != "run" && a->command != "check" && a->command != "doctor" &&
+      !is_state_command(a->command)) {
     return "unknown command '" + a->command + "'";
   }
   const bool run_or_doctor = a->command == "run" || a->command == "doctor";
-  for (int i = 2; i < argc; ++i) {
+  int first = 2;
+  if (is_state_command(a->command) && a->command != "ps") {
+    if (argc < 3 || argv[2][0] == '-') return a->command + " needs a sandbox ID";
+    a->id = argv[2];
+    first = 3;
+  }
+  for (int i = first; i < argc; ++i) {
     std::string opt = argv[i];
     auto value = [&](std::string* v) {
       if (i + 1 >= argc) return false;
@@ -118,8 +154,20 @@ std::string parse_args(int argc, char** argv, Args* a) {
     long n;
     if (opt == "--spec" && a->command != "doctor") {
       if (!value(&a->spec_path)) return "--spec needs FILE or -";
-    } else if (opt == "--json" && a->command == "doctor") {
+    } else if (opt == "--json" && (a->command == "doctor" || a->command == "ps")) {
       a->json = true;
+    } else if (opt == "--state-dir" && (a->command == "run" || is_state_command(a->command))) {
+      if (!value(&v) || v.empty()) return "--state-dir needs a directory";
+      a->state_dir = v;
+    } else if (opt == "--detach" && a->command == "run") {
+      a->detach = true;
+    } else if (opt == "--follow" && a->command == "events") {
+      a->follow = true;
+    } else if (opt == "--timeout-ms" && a->command == "stop") {
+      if (!value(&v) || !parse_number(v, 0, kMaxStopTimeoutMs, &n)) {
+        return "--timeout-ms needs a number in 0..3600000";
+      }
+      a->timeout_ms = static_cast<uint32_t>(n);
     } else if (opt == "--cgroup-parent" && run_or_doctor) {
       if (!value(&v) || v.empty() || v[0] != '/') return "--cgroup-parent needs an absolute path";
       while (v.size() > 1 && v.back() == '/') v.pop_back();
@@ -160,7 +208,12 @@ std::string parse_args(int argc, char** argv, Args* a) {
       return "unknown option '" + opt + "' for " + a->command;
     }
   }
+  if (is_state_command(a->command)) {
+    if (!a->state_dir) return a->command + " needs --state-dir DIR";
+    return {};
+  }
   if (a->spec_path.empty() && a->command != "doctor") return "--spec is required";
+  if (a->detach && !a->state_dir) return "--detach needs --state-dir";
   return {};
 }
 
@@ -204,6 +257,73 @@ int check(const Spec& spec) {
   return 0;
 }
 
+// --detach: the supervisor goes on in a child, in a session of its own with no terminal (stdin
+// and stdout /dev/null, stderr DIR/<id>/supervisor.log); this process relays the child's events
+// to its own events fd up to `started` (exit 0) or the `exited` of a failed launch (its status).
+int run_detached(const Spec& spec, RunOptions options, StateDir& state) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) {
+    log_error(spec.id, std::string("pipe2: ") + std::strerror(errno));
+    return kSetupFailure;
+  }
+  UniqueFd from_child(p[0]), to_parent(p[1]);
+  const pid_t child = fork();
+  if (child < 0) {
+    log_error(spec.id, std::string("fork: ") + std::strerror(errno));
+    return kSetupFailure;
+  }
+  if (child == 0) {
+    from_child.reset();
+    setsid();
+    UniqueFd null(open("/dev/null", O_RDWR | O_CLOEXEC));
+    UniqueFd log = state.open_log();
+    if (!null || dup2(null.get(), STDIN_FILENO) < 0 || dup2(null.get(), STDOUT_FILENO) < 0 ||
+        dup2(log ? log.get() : null.get(), STDERR_FILENO) < 0) {
+      return kSetupFailure;  // the parent reports the child's silence
+    }
+    if (options.events_fd > STDERR_FILENO) close(options.events_fd);
+    if (!state.take_over_lock()) {
+      log_error(spec.id, std::string("retaking the lock after the fork: ") + std::strerror(errno));
+      return kSetupFailure;
+    }
+    options.events_fd = to_parent.release();
+    options.detached = true;
+    return run_sandbox(spec, options);
+  }
+  to_parent.reset();
+  std::string buffer;
+  while (auto line = read_line(from_child.get(), &buffer)) {
+    const std::string out = *line + "\n";
+    (void)!write(options.events_fd, out.data(), out.size());
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(*line, ec);
+    if (ec || !v.is_object()) continue;
+    const boost::json::value* event = v.as_object().if_contains("event");
+    if (event == nullptr || !event->is_string()) continue;
+    if (event->as_string() == "started") return 0;
+    if (event->as_string() == "exited") {
+      waitpid(child, nullptr, 0);  // a failed launch: the child is done
+      return exit_status_of(v.as_object());
+    }
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  // What it logged says why: the end of supervisor.log.
+  std::string tail;
+  UniqueFd log(openat(state.dir_fd(), kLogName, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  char buf[2048];
+  ssize_t n = log ? pread(log.get(), buf, sizeof(buf),
+                          std::max<off_t>(
+                              0, lseek(log.get(), 0, SEEK_END) - static_cast<off_t>(sizeof(buf))))
+                  : -1;
+  if (n > 0) tail.assign(buf, static_cast<size_t>(n));
+  std::fprintf(stderr,
+               "sbx-supervisor: the detached supervisor (pid %d) ended before the sandbox "
+               "started; the end of %s/%s:\n%s",
+               child, state.path().c_str(), kLogName, tail.c_str());
+  return kSetupFailure;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -225,6 +345,10 @@ int main(int argc, char** argv) {
     auto checks = run_doctor_checks(DoctorOptions{args.helper, args.cgroup_parent});
     std::fputs((args.json ? doctor_json(checks) : doctor_text(checks)).c_str(), stdout);
     return doctor_passed(checks) ? 0 : 1;
+  }
+  if (is_state_command(args.command)) {
+    return run_state_command(StateCommand{args.command, args.id, *args.state_dir, args.json,
+                                          args.follow, args.timeout_ms});
   }
   const int fail = args.command == "check" ? 1 : kSetupFailure;
   std::string text, err;
@@ -269,7 +393,36 @@ int main(int argc, char** argv) {
   }
   // The events fd must not leak into the helper or the VMM.
   fcntl(args.events_fd, F_SETFD, FD_CLOEXEC);
-  RunOptions options{args.helper, args.events_fd, args.signal_mode, args.cgroup_kill_mode,
-                     args.cgroup_spawn_into};
-  return run_sandbox(spec, options);
+  RunOptions options;
+  options.helper_path = args.helper;
+  options.events_fd = args.events_fd;
+  options.signal_mode = args.signal_mode;
+  options.cgroup_kill_mode = args.cgroup_kill_mode;
+  options.cgroup_spawn_into = args.cgroup_spawn_into;
+  if (!args.state_dir) return run_sandbox(spec, options);
+
+  // A detached VMM has no terminal to share: its stdio is null unless the spec says otherwise,
+  // and `inherit` is refused.
+  if (args.detach) {
+    if (spec.stdio_given && spec.stdio == Stdio::kInherit) {
+      log_error(spec.id, "spec: stdio: inherit cannot be used with --detach (use null)");
+      return kSetupFailure;
+    }
+    spec.stdio = Stdio::kNull;
+  }
+  auto root = open_state_root(*args.state_dir);
+  if (auto* e = std::get_if<std::string>(&root)) {
+    log_error(spec.id, *e);
+    return kSetupFailure;
+  }
+  auto claimed = StateDir::claim(std::get<UniqueFd>(root).get(), *args.state_dir, spec.id);
+  if (auto* r = std::get_if<StateDir::Refusal>(&claimed)) {
+    log_error(spec.id, r->message);
+    return kSetupFailure;
+  }
+  StateDir& state = std::get<StateDir>(claimed);
+  options.state_dir = &state;
+  options.spec_path = args.spec_path;
+  if (!args.detach) return run_sandbox(spec, options);
+  return run_detached(spec, options, state);
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // `sbx-supervisor run`: one sandbox from launch to reaped, with readiness, the stop ladder on
-// SIGTERM/SIGINT or not_ready, exactly one `exited` event, and nothing left behind.
+// SIGTERM/SIGINT, not_ready or a `stop` request, exactly one `exited` event, and nothing left
+// behind; with a state dir, its files and control socket kept up to date.
 #pragma once
 
 #include <optional>
@@ -8,6 +9,7 @@
 
 #include "supervisor/cgroup.h"
 #include "supervisor/spec.h"
+#include "supervisor/state_dir.h"
 
 namespace sbx::supervisor {
 
@@ -24,6 +26,11 @@ struct RunOptions {
   // Spawn the helper straight into the sandbox's cgroup (clone3 CLONE_INTO_CGROUP), or spawn
   // it and then move it (the path for kernels before 5.7; tested with --cgroup-enter move).
   bool cgroup_spawn_into = true;
+  // --state-dir: DIR/<id>/, claimed (its lock held) by the caller; nullptr without one.
+  StateDir* state_dir = nullptr;
+  std::string spec_path;  // for state.json
+  // --detach: the events fd is the waiting caller's pipe, closed once `started` is out.
+  bool detached = false;
 };
 
 // Preconditions: single-threaded; SIGTERM and SIGINT not yet blocked. Returns the exit status

@@ -347,6 +347,7 @@ Spec parse_object(const json::object& root) {
   }
   if (const json::value* v = find(root, "stdio")) {
     std::string s = get_string(*v, "stdio");
+    spec.stdio_given = true;
     if (s == "inherit") {
       spec.stdio = Stdio::kInherit;
     } else if (s == "null") {

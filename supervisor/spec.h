@@ -65,6 +65,7 @@ struct Spec {
   bool jail = false;
   std::map<std::string, std::string> env;
   Stdio stdio = Stdio::kInherit;
+  bool stdio_given = false;  // the spec names `stdio` (--detach makes the default null)
   std::optional<Files> files;
   std::optional<CgroupSpec> cgroup;
 };

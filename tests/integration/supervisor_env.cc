@@ -259,6 +259,13 @@ std::unique_ptr<SupervisorRun> SupervisorEnvTest::start_run(const std::string& s
   return std::make_unique<SupervisorRun>(argv, options, stderr_path("supervisor"));
 }
 
+std::unique_ptr<SupervisorRun> SupervisorEnvTest::start_as_test_user(
+    const std::vector<std::string>& argv) {
+  std::vector<std::string> full = wrap(/*as_root=*/false);
+  full.insert(full.end(), argv.begin(), argv.end());
+  return std::make_unique<SupervisorRun>(full, SpawnOptions{}, stderr_path("test-user-cmd"));
+}
+
 pid_t Running::vmm_pid() const {
   return static_cast<pid_t>(json_int(started, "pid"));
 }

@@ -142,6 +142,9 @@ class SupervisorEnvTest : public HelperEnvTest {
     std::string out, err;
   };
   Output run_supervisor(const std::vector<std::string>& args);
+  // `argv` as the test user, left running, its stdout read as events (JSON lines): a manager
+  // process, or `sbx-supervisor events --follow`.
+  std::unique_ptr<SupervisorRun> start_as_test_user(const std::vector<std::string>& argv);
 
   // The host's mount table, less the nsfs mounts of other network namespaces under /run/netns:
   // those come and go with whatever else runs on the machine (`ip netns add`), and no sandbox

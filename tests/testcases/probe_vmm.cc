@@ -88,7 +88,7 @@ void OnSigterm(int) {
       "       [--swap-api-sock-to PATH | --swap-api-sock-hardlink-to PATH | --link-api-sock-to "
       "PATH]\n       [--write PATH=VALUE]...\n"
       "       [--make-ipc] [--shm-id N] [--key-id N] [--add-key] [--metadata PATH]...\n"
-      "       [--touch-mib N] [--fork-until-fail N] [--spin-wall-ms N]\n"
+      "       [--touch-mib N] [--fork-until-fail N] [--spin-wall-ms N] [--control-request PATH]\n"
       "       [-- ARGS...]\n",
       msg.c_str());
   std::exit(kUsageExit);
@@ -366,6 +366,7 @@ struct Options {
   std::vector<std::string> try_write_dirs;     // errno of creating a file in each
   std::vector<std::string> open_write;         // errno of opening each for writing
   std::vector<std::string> try_connect;        // errno of connecting to each unix socket
+  std::optional<std::string> control_request;  // a supervisor's control socket: ask its state
   bool sigterm_default = false;                // leave SIGTERM at its default: it kills the probe
   bool exit_now = false;                       // exit (with --exit-code) right after the report
   std::optional<std::string> listen_abstract;  // an abstract unix socket kept listening
@@ -689,6 +690,30 @@ long long ConnectErrno(const std::string& name, bool abstract = false) {
   return err;
 }
 
+// A compromised VMM that found its supervisor's control socket: connects, asks for the state
+// (and to stop), and reports the errno of the connect and the first line that came back.
+void WriteControlRequest(JsonWriter& w, const std::string& path) {
+  sockaddr_un addr;
+  socklen_t len = UnixAddress(path, false, &addr);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  long long err = fd < 0 ? errno : ErrnoOf(connect(fd, reinterpret_cast<sockaddr*>(&addr), len));
+  std::string reply;
+  if (err == 0) {
+    const std::string req = "{\"op\":\"state\"}\n{\"op\":\"stop\"}\n";
+    (void)!send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    pollfd pfd{fd, POLLIN, 0};
+    char c;
+    while (reply.size() < 4096 && poll(&pfd, 1, 2000) == 1 && read(fd, &c, 1) == 1 && c != '\n') {
+      reply += c;
+    }
+  }
+  if (fd >= 0) close(fd);
+  w.Key("control_request").BeginObject();
+  w.Key("errno").Int(err);
+  w.Key("reply").String(reply);
+  w.EndObject();
+}
+
 // Listens on an abstract unix socket name for the life of the probe; -1 on failure.
 int ListenAbstract(const std::string& name) {
   sockaddr_un addr;
@@ -765,6 +790,7 @@ void WriteViewFacts(JsonWriter& w, const Options& opt) {
   w.Key("try_connect").BeginObject();
   for (const auto& p : opt.try_connect) w.Key(p).Int(ConnectErrno(p));
   w.EndObject();
+  if (opt.control_request) WriteControlRequest(w, *opt.control_request);
   w.Key("connect_abstract").BeginObject();
   for (const auto& n : opt.connect_abstract) w.Key(n).Int(ConnectErrno(n, true));
   w.EndObject();
@@ -824,7 +850,7 @@ Options ParseArgs(int argc, char** argv) {
         arg != "--connect-abstract" && arg != "--burn-ms" && arg != "--swap-api-sock-to" &&
         arg != "--swap-api-sock-hardlink-to" && arg != "--metadata" && arg != "--touch-mib" &&
         arg != "--fork-until-fail" && arg != "--spin-wall-ms" && arg != "--link-api-sock-to" &&
-        arg != "--write" && arg != "--shm-id" && arg != "--key-id") {
+        arg != "--write" && arg != "--shm-id" && arg != "--key-id" && arg != "--control-request") {
       Usage("unknown argument: " + arg);
     }
     if (i + 1 >= argc) Usage(arg + " needs a value");
@@ -855,6 +881,8 @@ Options ParseArgs(int argc, char** argv) {
       opt.try_write_dirs.push_back(value);
     } else if (arg == "--open-write") {
       opt.open_write.push_back(value);
+    } else if (arg == "--control-request") {
+      opt.control_request = value;
     } else if (arg == "--try-connect") {
       opt.try_connect.push_back(value);
     } else if (arg == "--read-file") {

@@ -279,7 +279,7 @@ TEST_F(FakeCgroupfs, UsageIsReadFromTheKernelFilesAndAbsentOnesAreNull) {
 std::string exited_line(const Outcome& o, const CgroupReport* report) {
   int p[2];
   EXPECT_EQ(pipe(p), 0);
-  EventWriter(p[1]).exited("vm-1", o, 42, report);
+  EventSink(p[1]).exited("vm-1", o, 42, report);
   close(p[1]);
   char buf[4096];
   ssize_t n = read(p[0], buf, sizeof(buf));
