@@ -602,8 +602,16 @@ std::string detached_run(const Setup& s, int n) {
   for (const auto& id : ids) {
     stopped += wait_exit(spawn({s.supervisor, "stop", id, "--state-dir", dir}, null)) == 0;
   }
-  bool clean = true;
-  for (pid_t pid : supervisors) clean = clean && pid > 0 && kill(pid, 0) != 0;
+  // `stop` returns at `exited`; each supervisor then closes its socket and exits. The detached
+  // ones were reparented to this process (a subreaper): reap them, for at most a second.
+  bool clean = false;
+  for (int64_t give_up = now_ns() + 1000000000LL; !clean && now_ns() < give_up;) {
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    clean = true;
+    for (pid_t pid : supervisors) clean = clean && pid > 0 && kill(pid, 0) != 0;
+    if (!clean) usleep(2000);
+  }
   close(null);
   json::object o{{"sandboxes", n},
                  {"started", started},

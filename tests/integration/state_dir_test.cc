@@ -509,6 +509,69 @@ TEST_F(StateDirTest, SystemdHearsReadyAfterReadyAndStoppingAtTheStop) {
   EXPECT_TRUE(HelperEnv::wait_no_test_user_processes()) << "left: " << left_processes();
 }
 
+// Refusals before anything runs, each naming what is wrong and changing nothing: --detach
+// without a state dir, a spec asking for inherited stdio with --detach, a state dir another
+// user owns or others may write, a command without an id or a state dir, and `rm` or `wait`
+// of an id that is not there.
+TEST_F(StateDirTest, BadStateDirsAndCommandLinesAreRefusedNamingTheProblem) {
+  ProbeSpec spec = probe_spec("refusals", {}, false);
+  const std::string spec_path = write_spec(spec.json);
+  const std::string dir = make_state_dir("refusals");
+  auto run = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args{"run", "--spec", spec_path, "--helper", env().helper()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_supervisor(args);
+  };
+  Output no_dir = run({"--detach"});
+  EXPECT_EQ(no_dir.code, 2);
+  EXPECT_NE(no_dir.err.find("--detach needs --state-dir"), std::string::npos) << no_dir.err;
+
+  ProbeSpec inherit = probe_spec("refusals-inherit", {}, false);
+  inherit.json["stdio"] = "inherit";
+  Output inherited = run_supervisor({"run", "--spec", write_spec(inherit.json), "--helper",
+                                     env().helper(), "--state-dir", dir, "--detach"});
+  EXPECT_EQ(inherited.code, 125);
+  EXPECT_NE(inherited.err.find("stdio: inherit cannot be used with --detach"), std::string::npos)
+      << inherited.err;
+
+  const std::string writable = make_state_dir("refusals-writable");
+  ASSERT_EQ(chmod(writable.c_str(), 0770), 0);
+  Output group_writable = run({"--state-dir", writable});
+  EXPECT_EQ(group_writable.code, 125);
+  EXPECT_NE(group_writable.err.find("mode 0770 lets others write it"), std::string::npos)
+      << group_writable.err;
+
+  const std::string roots = env().work() + "/state-refusals-root";
+  ASSERT_EQ(mkdir(roots.c_str(), 0755), 0);
+  Output not_mine = run({"--state-dir", roots});
+  EXPECT_EQ(not_mine.code, 125);
+  EXPECT_NE(not_mine.err.find("owned by uid 0, not by the caller"), std::string::npos)
+      << not_mine.err;
+
+  Output missing = run({"--state-dir", env().work() + "/no-such-dir"});
+  EXPECT_EQ(missing.code, 125);
+  EXPECT_NE(missing.err.find("No such file or directory"), std::string::npos) << missing.err;
+
+  Output no_id = run_supervisor({"stop", "--state-dir", dir});
+  EXPECT_EQ(no_id.code, 2);
+  EXPECT_NE(no_id.err.find("stop needs a sandbox ID"), std::string::npos) << no_id.err;
+  Output no_state = run_supervisor({"wait", "vm1"});
+  EXPECT_EQ(no_state.code, 2);
+  EXPECT_NE(no_state.err.find("wait needs --state-dir DIR"), std::string::npos) << no_state.err;
+  Output rm_none = run_supervisor({"rm", "nothing-here", "--state-dir", dir});
+  EXPECT_EQ(rm_none.code, 1);
+  EXPECT_NE(rm_none.err.find("no sandbox nothing-here"), std::string::npos) << rm_none.err;
+  Output wait_bad = run_supervisor({"wait", "../escape", "--state-dir", dir});
+  EXPECT_EQ(wait_bad.code, 125);
+  EXPECT_NE(wait_bad.err.find("sandbox id ../escape"), std::string::npos) << wait_bad.err;
+
+  // Nothing was made: no sandbox state, no process.
+  Output ps = run_supervisor({"ps", "--state-dir", dir, "--json"});
+  EXPECT_EQ(ps.code, 0) << ps.err;
+  EXPECT_EQ(ps.out, "");
+  EXPECT_TRUE(HelperEnv::wait_no_test_user_processes()) << "left: " << left_processes();
+}
+
 // Scale: 200 detached sandboxes are all listed by `ps`, and `stop` on each leaves nothing.
 TEST_F(StateDirTest, TwoHundredDetachedSandboxesAreListedAndStopped) {
   const HostSnapshot before = snapshot();
