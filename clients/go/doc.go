@@ -29,6 +29,11 @@
 // ladder (the VMM's graceful request, SIGTERM, SIGKILL at the budget) and reaps everything the
 // sandbox started. Wait, Exited and Events observe the end from any number of goroutines.
 //
+// A sandbox started WithStateDir and WithDetach outlives its caller: a manager that restarts
+// finds its sandboxes with List and adopts them with Attach, which gives the same *Sandbox
+// (events replayed from the first, Stop, Wait, Exited), or a *LostError for one whose
+// supervisor was killed. Remove clears the state of a sandbox that ended.
+//
 // The package uses only the standard library and talks to the supervisor only through its
 // command line and its documented events: sbx-supervisor(1) is the reference for both.
 package sbx

@@ -3,6 +3,7 @@
 package sbx
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"syscall"
@@ -99,11 +100,10 @@ const supervisorPrefix = "sbx-supervisor: "
 // parseSpecError finds the supervisor's spec refusal among its stderr lines.
 func parseSpecError(lines []string) *SpecError {
 	for _, l := range lines {
-		const prefix = supervisorPrefix + "spec: "
-		if !strings.HasPrefix(l, prefix) {
+		msg, ok := specRefusal(l)
+		if !ok {
 			continue
 		}
-		msg := strings.TrimPrefix(l, prefix)
 		field, reason, found := strings.Cut(msg, ": ")
 		if !found || strings.ContainsAny(field, " \t") {
 			return &SpecError{Reason: msg}
@@ -111,6 +111,23 @@ func parseSpecError(lines []string) *SpecError {
 		return &SpecError{Field: field, Reason: reason}
 	}
 	return nil
+}
+
+// specRefusal is the message of a spec refusal line: "sbx-supervisor: spec: ..." (the spec
+// itself), or "sbx-supervisor[ID] error: spec: ..." (the spec with the command line, e.g.
+// stdio inherit with --detach).
+func specRefusal(line string) (string, bool) {
+	if msg := strings.TrimPrefix(line, supervisorPrefix+"spec: "); msg != line {
+		return msg, true
+	}
+	if !strings.HasPrefix(line, "sbx-supervisor[") {
+		return "", false
+	}
+	const marker = "] error: spec: "
+	if i := strings.Index(line, marker); i >= 0 && !strings.Contains(line[:i], " ") {
+		return line[i+len(marker):], true
+	}
+	return "", false
 }
 
 // supervisorMessage is what the supervisor said about a failure it reported only in its log:
@@ -134,3 +151,40 @@ func supervisorMessage(lines []string) string {
 	}
 	return last
 }
+
+// ErrLost is what every *LostError matches with errors.Is.
+var ErrLost = errors.New("sbx: sandbox lost")
+
+// ErrNotFound is what Attach returns, wrapped, for an id the state directory does not hold.
+var ErrNotFound = errors.New("sbx: no such sandbox in the state directory")
+
+// LostError says that a sandbox's supervisor is gone without an exit status: it was killed
+// (SIGKILL, the OOM killer) before it could write its `exited` event. Its VMM went with it
+// (parent-death signal, PID namespace), but how the VMM ended is not known. Attach returns it
+// for a sandbox `ps` reports `lost`; Wait and Stop return it, beside an ExitStatus with
+// OutcomeLost, when the supervisor of a sandbox being watched dies so.
+type LostError struct {
+	// ID is the sandbox's id.
+	ID string
+	// SupervisorPID is the pid the supervisor had, 0 when unknown.
+	SupervisorPID int
+	// Detail says how it was found out: the supervisor's exit ("signal: killed"), or what
+	// `sbx-supervisor wait` said.
+	Detail string
+}
+
+// Error describes the loss in one line.
+func (e *LostError) Error() string {
+	msg := fmt.Sprintf("sbx: sandbox %q lost: its supervisor", e.ID)
+	if e.SupervisorPID > 0 {
+		msg += fmt.Sprintf(" (pid %d)", e.SupervisorPID)
+	}
+	msg += " is gone without an exit status"
+	if e.Detail != "" {
+		msg += " (" + e.Detail + ")"
+	}
+	return msg
+}
+
+// Is matches ErrLost.
+func (e *LostError) Is(target error) bool { return target == ErrLost }

@@ -53,6 +53,12 @@ func (t *logTail) note(msg string) {
 	t.keep(line)
 }
 
+// line adds a line of a supervisor command's own (events, stop) to the log.
+func (t *logTail) line(b []byte) {
+	t.write(b)
+	t.keep(b)
+}
+
 func (t *logTail) write(b []byte) {
 	t.writeMu.Lock()
 	defer t.writeMu.Unlock()

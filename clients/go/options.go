@@ -13,7 +13,7 @@ import (
 // in PATH.
 const DefaultSupervisor = "sbx-supervisor"
 
-// Option changes how Start and Check run the supervisor.
+// Option changes how Start, Check, Attach, List and Remove run the supervisor.
 type Option func(*options)
 
 type options struct {
@@ -21,6 +21,8 @@ type options struct {
 	helper      string
 	stopTimeout *time.Duration
 	logOutput   io.Writer
+	stateDir    string
+	detach      bool
 }
 
 // WithSupervisor runs the sbx-supervisor at path instead of DefaultSupervisor.
@@ -50,6 +52,26 @@ func WithLogOutput(w io.Writer) Option {
 	return func(o *options) { o.logOutput = w }
 }
 
+// WithStateDir passes --state-dir: the supervisor keeps the sandbox's state in dir/<id>/
+// (its lock, state.json, events.jsonl, exit.json, control.sock), where Attach and List find
+// it from another process, and where it stays after the sandbox ended, until Remove. dir must
+// exist, be the caller's and not be group- or other-writable. A launch that fails, or whose
+// ctx is cancelled, leaves no state behind: Start removes what it made.
+func WithStateDir(dir string) Option {
+	return func(o *options) { o.stateDir = dir }
+}
+
+// WithDetach passes --detach, and needs WithStateDir: the supervisor is not a child of the
+// caller but goes on in a session of its own, so that the sandbox outlives the caller and can
+// be re-adopted with Attach. Start still returns at `ready` (it follows the sandbox with
+// `sbx-supervisor events ID --follow`), and the Sandbox is then the same as one from Attach:
+// Stop runs `sbx-supervisor stop`. The VMM's stdio is null unless the spec says so
+// (StdioInherit is refused: a detached VMM has no terminal), and the supervisor's log goes to
+// dir/<id>/supervisor.log, not to WithLogOutput.
+func WithDetach() Option {
+	return func(o *options) { o.detach = true }
+}
+
 func buildOptions(opts []Option) options {
 	o := options{supervisor: DefaultSupervisor, logOutput: io.Discard}
 	for _, opt := range opts {
@@ -64,15 +86,36 @@ func buildOptions(opts []Option) options {
 // runArgs is the supervisor's command line for `run`, with the events on fd 3.
 func (o options) runArgs() ([]string, error) {
 	args := []string{"run", "--spec", "-", "--events-fd", "3"}
+	if o.detach && o.stateDir == "" {
+		return nil, fmt.Errorf("sbx: WithDetach needs WithStateDir")
+	}
+	if o.stateDir != "" {
+		args = append(args, "--state-dir", o.stateDir)
+		if o.detach {
+			args = append(args, "--detach")
+		}
+	}
 	if o.helper != "" {
 		args = append(args, "--helper", o.helper)
 	}
-	if o.stopTimeout != nil {
-		ms := o.stopTimeout.Milliseconds()
-		if ms < 0 || ms > 3600*1000 {
-			return nil, fmt.Errorf("sbx: stop timeout %v is not within 0..1h", *o.stopTimeout)
-		}
-		args = append(args, "--stop-timeout-ms", strconv.FormatInt(ms, 10))
+	ms, err := o.stopTimeoutMs()
+	if err != nil {
+		return nil, err
+	}
+	if ms != "" {
+		args = append(args, "--stop-timeout-ms", ms)
 	}
 	return args, nil
+}
+
+// stopTimeoutMs is WithStopTimeout's budget for `sbx-supervisor stop --timeout-ms`, or "".
+func (o options) stopTimeoutMs() (string, error) {
+	if o.stopTimeout == nil {
+		return "", nil
+	}
+	ms := o.stopTimeout.Milliseconds()
+	if ms < 0 || ms > 3600*1000 {
+		return "", fmt.Errorf("sbx: stop timeout %v is not within 0..1h", *o.stopTimeout)
+	}
+	return strconv.FormatInt(ms, 10), nil
 }

@@ -16,25 +16,39 @@ import (
 	"time"
 )
 
-// Sandbox is one running sandbox: a `sbx-supervisor run` process and the VMM it supervises.
-// Its methods are safe for concurrent use.
+// Sandbox is one sandbox: a `sbx-supervisor run` process and the VMM it supervises. It comes
+// from Start, with the supervisor a child of the caller (or, WithDetach, not), or from Attach,
+// for a sandbox another process started in a state directory. Its methods are safe for
+// concurrent use.
 type Sandbox struct {
 	id string
-	// Set from the `started` event, before ready is closed; read only after that.
+	// Set from the `started` event, before started is closed; read only after that.
 	pid, pgid, landlockABI int
 
-	events chan Event
-	ready  chan struct{}
-	done   chan struct{}
+	events  chan Event
+	started chan struct{}
+	ready   chan struct{}
+	done    chan struct{}
 	// Set before done is closed.
 	status    ExitStatus
+	lostErr   error
 	exit      supervisorExit
+	sawEvent  bool
 	sawExited bool
 
-	// requestStop asks the supervisor to run its stop ladder: SIGTERM to a `run` child.
+	// requestStop asks the supervisor to run its stop ladder: SIGTERM to a `run` child, or
+	// `sbx-supervisor stop` for a sandbox in a state directory.
 	requestStop func() error
 	stopOnce    sync.Once
 	stopErr     error
+	// For a sandbox in a state directory: closed when `sbx-supervisor stop` has ended, with
+	// stopCmdErr set if it did not print the `exited` event; and the sandbox's state now.
+	stopCmdDone chan struct{}
+	stopCmdErr  error
+	stateNow    func() (Status, error)
+	// abandon stops following a detached or attached sandbox (it runs on): Exited is then
+	// closed with the sandbox lost to this process. Nil for a `run` child.
+	abandon func()
 
 	supervisorPID int
 	logs          *logTail
@@ -53,10 +67,11 @@ const eventBuffer = 64
 
 func newSandbox(id string) *Sandbox {
 	return &Sandbox{
-		id:     id,
-		events: make(chan Event, eventBuffer),
-		ready:  make(chan struct{}),
-		done:   make(chan struct{}),
+		id:      id,
+		events:  make(chan Event, eventBuffer),
+		started: make(chan struct{}),
+		ready:   make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 }
 
@@ -71,11 +86,16 @@ func newSandbox(id string) *Sandbox {
 // A launch that fails returns a *LaunchError and leaves no process: the supervisor was reaped,
 // and it reaped whatever it started. A spec the supervisor refuses gives StepSpec with the
 // field named; a request the helper's policy refuses gives the helper's step
-// (validate_request, ...) with its errno.
+// (validate_request, ...) with its errno. With WithStateDir, a failed or cancelled launch
+// leaves no state either: Start removes the sandbox's directory (`sbx-supervisor rm`), unless
+// it was not this launch's (a duplicate id is refused with StepSupervisor and changes
+// nothing).
 //
 // The supervisor runs in a session of its own (a terminal's Ctrl-C does not reach it) with the
 // caller's environment less NOTIFY_SOCKET. It does not die with the caller: a sandbox whose
-// caller exits keeps running until it is stopped or the VMM ends.
+// caller exits keeps running until it is stopped or the VMM ends. With WithStateDir and
+// WithDetach another process can then take it over with Attach; see WithDetach for how such a
+// Start differs.
 func Start(ctx context.Context, spec Spec, opts ...Option) (*Sandbox, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -89,7 +109,38 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sbx: encode spec: %w", err)
 	}
+	s, err := spawnRun(o, args, spec.ID, specJSON)
+	if err != nil {
+		return nil, err
+	}
+	if o.detach {
+		return startDetached(ctx, o, s)
+	}
+	select {
+	case <-s.ready:
+		return s, nil
+	case <-s.done:
+		if s.isReady() { // ready, then ended at once: still a sandbox that started
+			return s, nil
+		}
+		err := s.launchError()
+		o.removeFailed(s)
+		return nil, err
+	case <-ctx.Done():
+		if s.isReady() {
+			return s, nil
+		}
+		// Best effort: if the signal cannot be sent the supervisor is already gone.
+		_ = s.requestStop()
+		<-s.done
+		o.removeFailed(s)
+		return nil, ctx.Err()
+	}
+}
 
+// spawnRun starts `sbx-supervisor run` with the spec on its stdin and its events on fd 3, and
+// a Sandbox watching them.
+func spawnRun(o options, args []string, id string, specJSON []byte) (*Sandbox, error) {
 	p, err := newRunPipes()
 	if err != nil {
 		return nil, err
@@ -106,7 +157,7 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Sandbox, error) {
 	p.closeChildEnds()
 	if err != nil {
 		p.closeOurEnds()
-		return nil, &LaunchError{ID: spec.ID, Step: StepSupervisor, Detail: err.Error(),
+		return nil, &LaunchError{ID: id, Step: StepSupervisor, Detail: err.Error(),
 			ExitCode: -1, Err: err}
 	}
 	go func() {
@@ -115,7 +166,7 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Sandbox, error) {
 		p.specW.Close()
 	}()
 
-	s := newSandbox(spec.ID)
+	s := newSandbox(id)
 	s.supervisorPID = cmd.Process.Pid
 	s.requestStop = func() error {
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil &&
@@ -127,22 +178,51 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Sandbox, error) {
 	s.logs = newLogTail(o.logOutput)
 	go s.logs.copyFrom(p.logR)
 	go s.watch(p.eventsR, func() supervisorExit { return reap(cmd) })
+	return s, nil
+}
 
+// startDetached finishes a Start with WithDetach: `run --detach` (launcher) returns at
+// `started`, or fails as a run does; the sandbox is then followed from its state directory
+// until `ready`.
+func startDetached(ctx context.Context, o options, launcher *Sandbox) (*Sandbox, error) {
+	// Not cut short by ctx: the command returns at `started` or at the launch's failure, and
+	// SIGTERM would end the relay, not the detached supervisor. A cancelled ctx is acted on
+	// once there is a sandbox to stop.
+	<-launcher.done
+	if !launcher.hasStarted() {
+		err := launcher.launchError()
+		o.removeFailed(launcher)
+		return nil, err
+	}
+	s, err := attach(context.Background(), o, o.stateDir, launcher.id, launcher.logs)
+	if err != nil {
+		var lost *LostError
+		if errors.As(err, &lost) {
+			o.remove(launcher.id, launcher.logs)
+			return nil, &LaunchError{ID: launcher.id, Step: StepReady, Detail: err.Error(),
+				ExitCode: 125, Err: err}
+		}
+		return nil, err
+	}
 	select {
 	case <-s.ready:
 		return s, nil
 	case <-s.done:
-		if s.isReady() { // ready, then ended at once: still a sandbox that started
+		if s.isReady() {
 			return s, nil
 		}
-		return nil, s.launchError()
+		err := s.launchError()
+		o.removeFailed(s)
+		return nil, err
 	case <-ctx.Done():
 		if s.isReady() {
 			return s, nil
 		}
-		// Best effort: if the signal cannot be sent the supervisor is already gone.
-		_ = s.requestStop()
-		<-s.done
+		if _, err := s.Stop(context.Background()); err != nil && !errors.Is(err, ErrLost) {
+			s.abandon()
+			return nil, fmt.Errorf("%w; and stopping the sandbox %q failed: %v", ctx.Err(), s.id, err)
+		}
+		o.removeFailed(s)
 		return nil, ctx.Err()
 	}
 }
@@ -221,18 +301,21 @@ func reap(cmd *exec.Cmd) supervisorExit {
 
 // watch reads the sandbox's events from stream to EOF, then calls end, which returns once
 // whatever wrote the stream is gone, and publishes the exit status. It is the whole life of a
-// Sandbox, whatever the stream: a `run` child's events fd here, the output of `sbx-supervisor
-// events ID --follow` for a sandbox adopted from a state directory.
+// Sandbox, whatever the stream: a `run` child's events fd, or the events of a sandbox in a
+// state directory as its follower (`sbx-supervisor events ID --follow`) relays them.
 func (s *Sandbox) watch(stream io.ReadCloser, end func() supervisorExit) {
 	var tracker statusTracker
 	tracker.id = s.id
-	readyClosed := false
+	startedClosed, readyClosed := false, false
 	err := readEvents(stream, func(ev Event) {
+		s.sawEvent = true
 		tracker.observe(ev)
 		switch ev.Type {
 		case EventStarted:
-			if !readyClosed {
+			if !startedClosed {
+				startedClosed = true
 				s.pid, s.pgid, s.landlockABI = ev.PID, ev.PGID, ev.LandlockABI
+				close(s.started)
 			}
 		case EventReady:
 			if !readyClosed {
@@ -252,6 +335,9 @@ func (s *Sandbox) watch(stream io.ReadCloser, end func() supervisorExit) {
 	s.exit = end()
 	s.sawExited = tracker.exited != nil
 	s.status = tracker.status(s.exit.text, s.exit.status)
+	if !s.sawExited {
+		s.lostErr = &LostError{ID: s.id, SupervisorPID: s.supervisorPID, Detail: s.exit.text}
+	}
 	close(s.events)
 	close(s.done)
 }
@@ -261,6 +347,15 @@ func (s *Sandbox) publish(ev Event) {
 	select {
 	case s.events <- ev:
 	default:
+	}
+}
+
+func (s *Sandbox) hasStarted() bool {
+	select {
+	case <-s.started:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -284,6 +379,12 @@ func (s *Sandbox) launchError() *LaunchError {
 		e.Step = StepReady
 		e.Detail = "the VMM ended before it was ready: " + st.String()
 		e.ExitCode = st.ExitStatus
+	case s.sawEvent:
+		// Events, then the end of the supervisor without `exited`: lost before it was ready.
+		e.Step = StepReady
+		e.Detail = "the sandbox was lost before it was ready: " + s.lostErr.Error()
+		e.ExitCode = st.ExitStatus
+		e.Err = s.lostErr
 	default:
 		// No event at all: the supervisor refused its input or could not set itself up.
 		e.Status = nil
@@ -315,31 +416,44 @@ func (s *Sandbox) PGID() int { return s.pgid }
 // LandlockABI returns the Landlock ABI of the VMM's layer, 0 for none.
 func (s *Sandbox) LandlockABI() int { return s.landlockABI }
 
-// SupervisorPID returns the pid of the sandbox's sbx-supervisor process.
+// SupervisorPID returns the pid of the sandbox's sbx-supervisor process: the `run` child, or
+// for a detached or attached sandbox the supervisor `sbx-supervisor ps` names.
 func (s *Sandbox) SupervisorPID() int { return s.supervisorPID }
 
 // Events returns the sandbox's events, from `started` on, in order; the channel is closed
-// after the last one, once the supervisor has been reaped. It is buffered for a sandbox's
-// whole life: reading it is optional, and an event that found it full is dropped, never
-// waited for.
+// after the last one, when Exited is. For an attached sandbox they are replayed from the
+// first, then the live ones follow. It is buffered for a sandbox's whole life: reading it is
+// optional, and an event that found it full is dropped, never waited for.
 func (s *Sandbox) Events() <-chan Event { return s.events }
 
-// Exited returns a channel closed once the sandbox has ended and its supervisor has been
-// reaped: the VMM and everything the sandbox started are gone.
+// Ready returns a channel closed at the `ready` event. Start returns only once it is closed;
+// an attached sandbox may not be ready yet. It is never closed for a sandbox that ended before
+// it was ready.
+func (s *Sandbox) Ready() <-chan struct{} { return s.ready }
+
+// Exited returns a channel closed once the sandbox has ended: the VMM and everything the
+// sandbox started are gone, and so is the supervisor: a `run` child has been reaped; the
+// supervisor of a detached or attached sandbox has written its `exited` event and let go of
+// its state directory's lock (it is exiting), or it is lost.
 func (s *Sandbox) Exited() <-chan struct{} { return s.done }
 
 // Wait blocks until the sandbox has ended and returns its exit status; with ctx done first it
 // returns ctx.Err() and the sandbox runs on. Any number of goroutines may wait; all get the
-// same status.
+// same status. An attached sandbox that had already exited answers at once, from
+// `sbx-supervisor wait`.
+//
+// When the supervisor ended without an `exited` event (it was killed, or `ps` says it is
+// lost), Wait returns a *LostError (errors.Is(err, ErrLost)) together with a status of
+// OutcomeLost.
 func (s *Sandbox) Wait(ctx context.Context) (ExitStatus, error) {
 	select {
 	case <-s.done:
-		return s.status, nil
+		return s.status, s.lostErr
 	default:
 	}
 	select {
 	case <-s.done:
-		return s.status, nil
+		return s.status, s.lostErr
 	case <-ctx.Done():
 		return ExitStatus{}, ctx.Err()
 	}
@@ -348,14 +462,41 @@ func (s *Sandbox) Wait(ctx context.Context) (ExitStatus, error) {
 // Stop asks the supervisor to stop the sandbox and waits for it to end, as Wait does. The
 // supervisor runs its stop ladder with the spec's budget (or WithStopTimeout's): the VMM's
 // graceful request, SIGTERM, then SIGKILL once the budget is spent; it never waits unbounded.
+// The request is SIGTERM to a `run` child, and `sbx-supervisor stop ID --state-dir DIR
+// [--timeout-ms N]` for a detached or attached sandbox (its `stopping` events then say why
+// `stop_request`).
 //
 // Stop is idempotent: the request is sent once, by the first call; later calls, concurrent or
 // not, only wait. ctx bounds the wait, not the stop: the ladder goes on if ctx is done first.
-// Stopping a sandbox that already ended returns its status.
+// Stopping a sandbox that already ended returns its status. If the request could not be made
+// (the stop command failed while the sandbox lives on), every call returns that error.
 func (s *Sandbox) Stop(ctx context.Context) (ExitStatus, error) {
 	s.stopOnce.Do(func() { s.stopErr = s.requestStop() })
 	if s.stopErr != nil {
 		return ExitStatus{}, s.stopErr
 	}
-	return s.Wait(ctx)
+	if s.stopCmdDone == nil {
+		return s.Wait(ctx)
+	}
+	select {
+	case <-s.done:
+		return s.status, s.lostErr
+	case <-ctx.Done():
+		return ExitStatus{}, ctx.Err()
+	case <-s.stopCmdDone:
+	}
+	if s.stopCmdErr == nil {
+		return s.Wait(ctx)
+	}
+	// The command failed. If the sandbox is gone anyway (lost, or it exited meanwhile) its
+	// follower finds so too, and Wait tells how; a sandbox that lives on was not stopped.
+	if st, err := s.stateNow(); err == nil && !st.Live() {
+		return s.Wait(ctx)
+	}
+	select {
+	case <-s.done:
+		return s.status, s.lostErr
+	default:
+		return ExitStatus{}, s.stopCmdErr
+	}
 }

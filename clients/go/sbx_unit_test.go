@@ -234,3 +234,56 @@ func TestSupervisorEnvDropsNotifySocket(t *testing.T) {
 		t.Errorf("got %v", got)
 	}
 }
+
+func TestSpecRefusalInTheLog(t *testing.T) {
+	got := parseSpecError([]string{"sbx-supervisor[vm1] error: spec: stdio: inherit cannot be used with --detach (use null)"})
+	if got == nil || got.Field != "stdio" || got.Reason != "inherit cannot be used with --detach (use null)" {
+		t.Errorf("got %+v", got)
+	}
+	for _, l := range []string{"sbx-supervisor[vm1] error: refusing to run as uid 0 without --allow-root",
+		"sbx-supervisor[vm 1] error: spec: x: y"} {
+		if got := parseSpecError([]string{l}); got != nil {
+			t.Errorf("%q taken for a spec error: %+v", l, got)
+		}
+	}
+}
+
+func TestLostErrorIsErrLost(t *testing.T) {
+	var err error = &LostError{ID: "vm1", SupervisorPID: 42, Detail: "signal: killed"}
+	var lost *LostError
+	if !errors.Is(err, ErrLost) || !errors.As(err, &lost) || lost.SupervisorPID != 42 {
+		t.Errorf("%v", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, `"vm1"`) || !strings.Contains(msg, "pid 42") ||
+		!strings.Contains(msg, "signal: killed") {
+		t.Errorf("message %q", msg)
+	}
+}
+
+func TestLineWriterHandsWholeLines(t *testing.T) {
+	var out strings.Builder
+	logs := newLogTail(&out)
+	w := &lineWriter{logs: logs}
+	for _, chunk := range []string{"sbx-supervisor: no", " sandbox x\nsecond", " line\n"} {
+		if _, err := w.Write([]byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out.String() != "sbx-supervisor: no sandbox x\nsecond line\n" {
+		t.Errorf("log %q", out.String())
+	}
+	if lines := logs.lines; len(lines) != 2 || lines[0] != "sbx-supervisor: no sandbox x" {
+		t.Errorf("kept %q", lines)
+	}
+}
+
+func TestStateDirArgs(t *testing.T) {
+	o := buildOptions([]Option{WithStateDir("/s"), WithDetach()})
+	args, err := o.runArgs()
+	if err != nil || strings.Join(args, " ") != "run --spec - --events-fd 3 --state-dir /s --detach" {
+		t.Errorf("%q, %v", args, err)
+	}
+	if _, err := buildOptions([]Option{WithDetach()}).runArgs(); err == nil {
+		t.Error("WithDetach without WithStateDir accepted")
+	}
+}
