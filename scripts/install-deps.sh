@@ -21,6 +21,8 @@ packages=(
   kmod xz-utils
   # the Go client (clients/go): Debian 12's Go 1.19, standard library only
   golang-go
+  # the fault matrix (tests/faults) injects its failures with strace
+  strace
   # the benchmark smoke run compares against bwrap
   bubblewrap
   # the Debian package (packaging/build-deb.sh) and its test: dpkg-shlibdeps, lintian
