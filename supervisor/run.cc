@@ -377,6 +377,12 @@ int Supervision::run() {
   sigaddset(&stop_signals, SIGINT);
   sigprocmask(SIG_BLOCK, &stop_signals, nullptr);  // the helper resets its mask at entry
   UniqueFd sigfd(signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!sigfd) {
+    // Without it SIGTERM and SIGINT, blocked above, would never stop the sandbox.
+    const int err = errno;
+    log_error(spec_.id, std::string("signalfd: ") + std::strerror(err));
+    return finish(Outcome{OutcomeKind::kSetupFailed, 0, 0, "spawn_helper", err, "signalfd"});
+  }
 
   struct stat st;
   cleanup_ = Cleanup{spec_.sandbox_dir, lstat(spec_.sandbox_dir.c_str(), &st) != 0,

@@ -736,5 +736,23 @@ TEST_F(FaultMatrixTest, SupervisorCalls) {
       /*every_errno=*/true);
 }
 
+// Regressions the matrix found, each run alone.
+
+// A supervisor that cannot make its signalfd fails the launch before spawning anything:
+// SIGTERM and SIGINT, blocked for it, would otherwise never reach it, and the sandbox could
+// only be stopped with SIGKILL (it hung).
+TEST_F(FaultMatrixTest, NoSignalfdIsASetupFailure) {
+  Injection inj{"signalfd4", 1, "error=EMFILE", {}};
+  RunOutcome o = run_and_check(Mode::kPlain, &inj, "");
+  const json::object* ev = o.exited();
+  ASSERT_NE(ev, nullptr) << events_text(o.events) << o.stderr_text;
+  EXPECT_EQ(json_str(*ev, "outcome"), "setup_failed");
+  EXPECT_EQ(json_str(*ev, "step"), "spawn_helper");
+  EXPECT_EQ(json_str(*ev, "detail"), "signalfd");
+  EXPECT_EQ(json_int(*ev, "errno"), EMFILE);
+  EXPECT_FALSE(o.started());
+  EXPECT_EQ(o.code, 125);
+}
+
 }  // namespace
 }  // namespace sbx::it
