@@ -92,6 +92,15 @@ int answer_from_files(int root, const std::string& id) {
   return error("sandbox " + id + " is lost: its supervisor is gone without an exit status", 125);
 }
 
+// The `event` of a line, or "" when it is not an event.
+std::string event_name(const std::string& line) {
+  boost::system::error_code ec;
+  json::value v = json::parse(line, ec);
+  if (ec || !v.is_object()) return {};
+  const json::value* event = v.as_object().if_contains("event");
+  return event != nullptr && event->is_string() ? std::string(event->as_string()) : std::string();
+}
+
 // Reads lines until the `exited` event; prints and returns its status, or nullopt at EOF.
 std::optional<int> read_until_exited(int fd, bool print_all) {
   std::string buffer;
@@ -127,8 +136,19 @@ int events(int root, const std::string& id, bool follow) {
     if (auto* fd = std::get_if<UniqueFd>(&conn)) {
       if (send_request(fd->get(), json::object{{"op", "events"}, {"follow", follow}}).empty()) {
         std::string buffer;
-        while (auto line = read_line(fd->get(), &buffer)) print_line(*line);
-        return 0;
+        bool exited = false;
+        while (auto line = read_line(fd->get(), &buffer)) {
+          print_line(*line);
+          exited = exited || event_name(*line) == "exited";
+        }
+        if (!follow || exited) return 0;
+        // The supervisor went away mid-follow without `exited`: its files say how it ended.
+        auto again = inspect_sandbox(root, id);
+        if (std::holds_alternative<SandboxView>(again) &&
+            std::get<SandboxView>(again).state == "exited") {
+          return 0;
+        }
+        return error("sandbox " + id + " is lost: its supervisor ended without an exit status", 1);
       }
     } else {
       // Gone between the two looks: its files have it all.

@@ -430,9 +430,10 @@ int Supervision::run() {
   if (control_) {
     control_->set_rules(PeerRules{geteuid(), pid, cgroup_ ? cgroup_v2_of(pid) : std::string()});
   }
+  // state.json has the VMM's pids before a detached caller, back at `started`, can run `ps`.
+  set_state(SandboxState::kRunning, "running: VMM pid " + std::to_string(launched_.reported_pid));
   events_.started(spec_.id, launched_.reported_pid, pid, t(), launched_.landlock_abi);
   if (options_.detached) events_.close_fd();  // the caller has what it waited for
-  set_state(SandboxState::kRunning, "running: VMM pid " + std::to_string(launched_.reported_pid));
   log_info(spec_.id, "VMM running as pid " + std::to_string(launched_.reported_pid) +
                          (launched_.reported_pid != pid
                               ? " under the PID-namespace init " + std::to_string(pid)

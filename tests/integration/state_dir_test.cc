@@ -242,8 +242,14 @@ TEST_F(StateDirTest, AKilledSupervisorIsReportedLost) {
   const std::string dir = make_state_dir("lost");
   ProbeSpec spec = probe_spec("lost", {"--children", "2"});
   spec.json["pid_namespace"] = true;
-  detach(spec, dir);
+  json::object started = detach(spec, dir);
+  // Back at `started`, `ps` already has the VMM's pid.
+  EXPECT_EQ(json_int(ps_line(dir, spec.id), "vmm_pid"), json_int(started, "pid"));
   wait_for_state(dir, spec.id, "ready");
+  auto follower =
+      start_as_test_user({supervisor(), "events", spec.id, "--state-dir", dir, "--follow"});
+  follower->expect_event("started");
+  follower->expect_event("ready");
   Output rm_live = run_supervisor({"rm", spec.id, "--state-dir", dir});
   EXPECT_EQ(rm_live.code, 1);
   EXPECT_NE(rm_live.err.find("is live"), std::string::npos) << rm_live.err;
@@ -252,6 +258,10 @@ TEST_F(StateDirTest, AKilledSupervisorIsReportedLost) {
   const pid_t supervisor_pid = supervisor_pid_of(dir, spec.id);
   ASSERT_GT(supervisor_pid, 1);
   ASSERT_EQ(kill(supervisor_pid, SIGKILL), 0);
+  // The follower sees the stream end without `exited`, and says the sandbox is lost.
+  EXPECT_EQ(follower->finish(), 1);
+  EXPECT_NE(follower->stderr_text().find("is lost"), std::string::npos)
+      << follower->stderr_text();
   EXPECT_TRUE(HelperEnv::wait_no_test_user_processes()) << "left: " << left_processes();
   EXPECT_EQ(json_str(wait_for_state(dir, spec.id, "lost"), "state"), "lost");
   Output wait = run_supervisor({"wait", spec.id, "--state-dir", dir});
