@@ -65,17 +65,25 @@ main_status=0
 run_ctest "$build" "${host_limits[@]}" || main_status=$?
 took "the $build build and its tests"
 
+# The soak (bench/soak.sh): 1,000 launch/ready/stop cycles of the first build, every mode, 4 at
+# a time; the parent's fds, mounts, cgroups, processes and sandbox dirs must not drift.
+soak_status=0
+bench/soak.sh --build "$build" "${SBX_SOAK_CYCLES:-1000}" || soak_status=$?
+took "the soak"
+
 # The sanitizer run: every program (tests, supervisor, helper, probe, driver, doubles) built
 # with -fsanitize=address,undefined; any report makes its process fail, and with it the test.
 # The fuzzers are built by the first run (they carry their own sanitizers). The package test is
 # left out here: it builds, installs and purges the Debian package from the sources with its own
-# uninstrumented build, so a second run would test nothing new.
+# uninstrumented build, so a second run would test nothing new. So is the fault matrix: it runs
+# everything under strace, where LeakSanitizer cannot stop the world (it ptraces too).
 cmake -S . -B "$asan_build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSBX_WERROR=ON -DSBX_SANITIZE=ON -DSBX_FUZZ=OFF
 cmake --build "$asan_build" -j"$(nproc)"
 asan_status=0
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
-run_ctest "$asan_build" -E '^package_install_purge$' "${host_limits[@]}" || asan_status=$?
+run_ctest "$asan_build" -E '^(package_install_purge|sbx_faults[.].*)$' "${host_limits[@]}" ||
+  asan_status=$?
 took "the $asan_build build and its tests"
 
 # The Go client (clients/go): gofmt, go vet, and its tests against the first build's
@@ -91,7 +99,8 @@ scripts/kernel-test.sh --kernel all --build "$build" || kernel_status=$?
 took "the kernel guests"
 
 word() { [ "$1" -eq 0 ] && echo passed || echo FAILED; }
-echo "test.sh: $build: $(word "$main_status"), $asan_build (ASan+UBSan): $(word "$asan_status")," \
-  "Go client: $(word "$go_status"), Debian kernels 6.1 and 6.12: $(word "$kernel_status")"
-[ "$main_status" -eq 0 ] && [ "$asan_status" -eq 0 ] && [ "$go_status" -eq 0 ] &&
-  [ "$kernel_status" -eq 0 ]
+echo "test.sh: $build: $(word "$main_status"), soak: $(word "$soak_status")," \
+  "$asan_build (ASan+UBSan): $(word "$asan_status"), Go client: $(word "$go_status")," \
+  "Debian kernels 6.1 and 6.12: $(word "$kernel_status")"
+[ "$main_status" -eq 0 ] && [ "$soak_status" -eq 0 ] && [ "$asan_status" -eq 0 ] &&
+  [ "$go_status" -eq 0 ] && [ "$kernel_status" -eq 0 ]
