@@ -12,10 +12,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <sstream>
 
 #include "supervisor/clock.h"
+#include "supervisor/fd_io.h"
 
 namespace sbx::supervisor {
 namespace {
@@ -28,16 +30,7 @@ std::string errno_text(int err) {
 std::optional<std::string> read_at(int dir_fd, const char* name) {
   UniqueFd fd(openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd) return std::nullopt;
-  std::string out;
-  char buf[4096];
-  while (true) {
-    ssize_t n = read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return std::nullopt;
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
+  return read_all(fd.get(), SIZE_MAX);
 }
 
 // Writes `value` to the existing file `name` under `dir_fd` in one write(2): cgroupfs takes

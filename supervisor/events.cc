@@ -6,6 +6,8 @@
 #include <boost/json.hpp>
 #include <cerrno>
 
+#include "supervisor/fd_io.h"
+
 namespace sbx::supervisor {
 namespace json = boost::json;
 
@@ -46,14 +48,8 @@ void EventSink::close_fd() {
 }
 
 void EventSink::write_line(const std::string& event, const std::string& line) {
-  std::string out = line + "\n";
-  size_t done = 0;
-  while (fd_ >= 0 && done < out.size()) {
-    ssize_t n = write(fd_, out.data() + done, out.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // the reader went away; the sandbox still runs its course
-    done += static_cast<size_t>(n);
-  }
+  // A reader that went away changes nothing: the sandbox still runs its course.
+  if (fd_ >= 0) write_all(fd_, line + "\n");
   for (const auto& output : outputs_) output(event, line);
 }
 

@@ -13,6 +13,7 @@
 
 #include "common/names.h"
 #include "supervisor/clock.h"
+#include "supervisor/fd_io.h"
 #include "supervisor/logging.h"
 
 namespace sbx::supervisor {
@@ -47,31 +48,7 @@ UniqueFd open_regular(int dir, const char* name, int flags) {
 std::optional<std::string> read_bounded(int dir, const char* name, size_t limit) {
   UniqueFd fd = open_regular(dir, name, O_RDONLY);
   if (!fd) return std::nullopt;
-  std::string text;
-  char buf[8192];
-  while (true) {
-    ssize_t n = read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return std::nullopt;
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > limit) return std::nullopt;
-  }
-  return text;
-}
-
-bool write_all(int fd, const std::string& text) {
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) errno = EIO;
-      return false;
-    }
-    done += static_cast<size_t>(n);
-  }
-  return true;
+  return read_all(fd.get(), limit);
 }
 
 std::optional<json::object> parse_object(const std::string& text) {
