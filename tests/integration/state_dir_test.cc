@@ -260,8 +260,7 @@ TEST_F(StateDirTest, AKilledSupervisorIsReportedLost) {
   ASSERT_EQ(kill(supervisor_pid, SIGKILL), 0);
   // The follower sees the stream end without `exited`, and says the sandbox is lost.
   EXPECT_EQ(follower->finish(), 1);
-  EXPECT_NE(follower->stderr_text().find("is lost"), std::string::npos)
-      << follower->stderr_text();
+  EXPECT_NE(follower->stderr_text().find("is lost"), std::string::npos) << follower->stderr_text();
   EXPECT_TRUE(HelperEnv::wait_no_test_user_processes()) << "left: " << left_processes();
   EXPECT_EQ(json_str(wait_for_state(dir, spec.id, "lost"), "state"), "lost");
   Output wait = run_supervisor({"wait", spec.id, "--state-dir", dir});
