@@ -139,8 +139,12 @@ struct Cleanup {
   std::string api_socket;
   bool remove_api_socket = false;
 
-  void run() const {
-    if (remove_sandbox_dir) rmdir(sandbox_dir.c_str());  // empty: the tmpfs died with the VMM
+  void run(const std::string& id) const {
+    // Empty: the tmpfs died with the VMM. What cannot be removed is said, never left silently.
+    if (remove_sandbox_dir && rmdir(sandbox_dir.c_str()) != 0 && errno != ENOENT) {
+      log_warning(id,
+                  "sandbox dir " + sandbox_dir + " left behind: rmdir: " + std::strerror(errno));
+    }
     struct stat st;
     if (remove_api_socket && lstat(api_socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
       unlink(api_socket.c_str());
@@ -343,7 +347,7 @@ int Supervision::finish(Outcome o) {
   } else {
     kill_and_reap_leftovers();
   }
-  if (o.kind != OutcomeKind::kLost) cleanup_.run();
+  if (o.kind != OutcomeKind::kLost) cleanup_.run(spec_.id);
   set_state(SandboxState::kExited,
             "exited: " + outcome_name(o.kind) + ", status " + std::to_string(o.exit_status()));
   events_.exited(spec_.id, o, t(), report ? &*report : nullptr);
