@@ -120,14 +120,14 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Sandbox, error) {
 	case <-s.ready:
 		return s, nil
 	case <-s.done:
-		if s.isReady() { // ready, then ended at once: still a sandbox that started
+		if closed(s.ready) { // ready, then ended at once: still a sandbox that started
 			return s, nil
 		}
 		err := s.launchError()
 		o.removeFailed(s)
 		return nil, err
 	case <-ctx.Done():
-		if s.isReady() {
+		if closed(s.ready) {
 			return s, nil
 		}
 		// Best effort: if the signal cannot be sent the supervisor is already gone.
@@ -189,7 +189,7 @@ func startDetached(ctx context.Context, o options, launcher *Sandbox) (*Sandbox,
 	// SIGTERM would end the relay, not the detached supervisor. A cancelled ctx is acted on
 	// once there is a sandbox to stop.
 	<-launcher.done
-	if !launcher.hasStarted() {
+	if !closed(launcher.started) {
 		err := launcher.launchError()
 		o.removeFailed(launcher)
 		return nil, err
@@ -208,14 +208,14 @@ func startDetached(ctx context.Context, o options, launcher *Sandbox) (*Sandbox,
 	case <-s.ready:
 		return s, nil
 	case <-s.done:
-		if s.isReady() {
+		if closed(s.ready) {
 			return s, nil
 		}
 		err := s.launchError()
 		o.removeFailed(s)
 		return nil, err
 	case <-ctx.Done():
-		if s.isReady() {
+		if closed(s.ready) {
 			return s, nil
 		}
 		if _, err := s.Stop(context.Background()); err != nil && !errors.Is(err, ErrLost) {
@@ -350,18 +350,10 @@ func (s *Sandbox) publish(ev Event) {
 	}
 }
 
-func (s *Sandbox) hasStarted() bool {
+// closed reports whether ch is closed, without blocking.
+func closed(ch <-chan struct{}) bool {
 	select {
-	case <-s.started:
-		return true
-	default:
-		return false
-	}
-}
-
-func (s *Sandbox) isReady() bool {
-	select {
-	case <-s.ready:
+	case <-ch:
 		return true
 	default:
 		return false

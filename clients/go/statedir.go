@@ -143,7 +143,7 @@ func attach(ctx context.Context, o options, dir, id string, logs *logTail) (*San
 	case <-s.started:
 		return s, nil
 	case <-s.done:
-		if s.hasStarted() {
+		if closed(s.started) {
 			return s, nil
 		}
 		if s.lostErr != nil {
@@ -214,7 +214,7 @@ func (f *follower) run(w *io.PipeWriter) {
 			f.awaitUnlock()
 			return
 		}
-		if f.quitting() {
+		if closed(f.quit) {
 			f.ended = "no longer followed"
 			return
 		}
@@ -258,7 +258,7 @@ func (f *follower) run(w *io.PipeWriter) {
 // stream runs `sbx-supervisor args...` and calls fn with each line of its output.
 func (f *follower) stream(args []string, fn func([]byte)) error {
 	f.mu.Lock()
-	if f.quitting() {
+	if closed(f.quit) {
 		f.mu.Unlock()
 		return nil
 	}
@@ -293,15 +293,6 @@ func (f *follower) stream(args []string, fn func([]byte)) error {
 	f.cmd = nil
 	f.mu.Unlock()
 	return nil
-}
-
-func (f *follower) quitting() bool {
-	select {
-	case <-f.quit:
-		return true
-	default:
-		return false
-	}
 }
 
 // abandon stops following: the events command is killed, the sandbox runs on.
