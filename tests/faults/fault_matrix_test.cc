@@ -376,20 +376,9 @@ class FaultMatrixTest : public SupervisorEnvTest {
       case Mode::kJail:
         spec = jailed_spec(tag);
         break;
-      case Mode::kRestore: {
-        spec = probe_spec(tag, {}, false);
-        spec.json.erase("kernel");
-        spec.json.erase("pid_namespace");
-        spec.api_socket = env().work() + "/restore-" + spec.id + ".sock";
-        spec.json["mode"] = "restore";
-        spec.json["vmm"] = json::object{{"kind", "cloud-hypervisor"},
-                                        {"binary", env().probe()},
-                                        {"args", json::array{"--report", spec.report}},
-                                        {"graceful_stop", "none"}};
-        spec.json["api_socket"] = spec.api_socket;
-        spec.json["snapshot"] = json::object{{"state.json", env().images() + "/sub/snap.bin"}};
+      case Mode::kRestore:
+        spec = restore_spec(tag);
         break;
-      }
     }
     if (mode == Mode::kCgroup) spec.json["cgroup"] = json::object{{"parent", cgroup_->parent()}};
     spec.json["ready_timeout_ms"] = 5000;

@@ -145,17 +145,7 @@ class SoakTest : public SupervisorEnvTest {
         spec = probe_spec(tag);
         break;
       case 5:  // restore
-        spec = probe_spec(tag, {}, false);
-        spec.json.erase("kernel");
-        spec.json.erase("pid_namespace");
-        spec.api_socket = env().work() + "/restore-" + spec.id + ".sock";
-        spec.json["mode"] = "restore";
-        spec.json["vmm"] = json::object{{"kind", "cloud-hypervisor"},
-                                        {"binary", env().probe()},
-                                        {"args", json::array{"--report", spec.report}},
-                                        {"graceful_stop", "none"}};
-        spec.json["api_socket"] = spec.api_socket;
-        spec.json["snapshot"] = json::object{{"state.json", env().images() + "/sub/snap.bin"}};
+        spec = restore_spec(tag);
         break;
     }
     if (mode % 6 == 3) spec.json["cgroup"] = json::object{{"parent", cgroup_->parent()}};

@@ -259,6 +259,21 @@ std::unique_ptr<SupervisorRun> SupervisorEnvTest::start_run(const std::string& s
   return std::make_unique<SupervisorRun>(argv, options, stderr_path("supervisor"));
 }
 
+ProbeSpec SupervisorEnvTest::restore_spec(const std::string& tag) {
+  ProbeSpec spec = probe_spec(tag, {}, false);
+  spec.json.erase("kernel");
+  spec.json.erase("pid_namespace");
+  spec.api_socket = env().work() + "/restore-" + spec.id + ".sock";
+  spec.json["mode"] = "restore";
+  spec.json["vmm"] = json::object{{"kind", "cloud-hypervisor"},
+                                  {"binary", env().probe()},
+                                  {"args", json::array{"--report", spec.report}},
+                                  {"graceful_stop", "none"}};
+  spec.json["api_socket"] = spec.api_socket;
+  spec.json["snapshot"] = json::object{{"state.json", env().images() + "/sub/snap.bin"}};
+  return spec;
+}
+
 std::unique_ptr<SupervisorRun> SupervisorEnvTest::start_as_test_user(
     const std::vector<std::string>& argv) {
   std::vector<std::string> full = wrap(/*as_root=*/false);

@@ -127,6 +127,9 @@ class SupervisorEnvTest : public HelperEnvTest {
   // per-sandbox directory given read-write (files.read_write), /usr read-only for its libraries
   // and loader. The policy must allow `read_only = /usr`.
   ProbeSpec jailed_spec(const std::string& tag, const std::vector<std::string>& probe_flags = {});
+  // A restore-mode spec (kind cloud-hypervisor, the probe as its binary, one snapshot file,
+  // no kernel): the probe serves the API socket and exits on SIGTERM.
+  ProbeSpec restore_spec(const std::string& tag);
   // Writes the spec as a root 0644 file in work() (readable by the test user); returns its path.
   std::string write_spec(const boost::json::object& spec);
   std::string write_spec_text(const std::string& name, const std::string& text);
