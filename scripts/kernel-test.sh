@@ -171,6 +171,14 @@ else
   guest_cmd=$(printf '%q ' "${cmd[@]}")
 fi
 
+# Under emulation a vCPU can stand still for tens of seconds while the host runs QEMU's other
+# threads (the guest's watchdog then reports a soft lockup): the tests' waits for children,
+# events and reports are stretched by SBX_TEST_TIME_SCALE (tests/integration/helper_env.h).
+# No test asserts on speed, so only how long a real failure takes to be reported changes.
+time_scale=1
+[ "$accel" = tcg ] && time_scale=10
+guest_cmd="export SBX_TEST_TIME_SCALE=$time_scale; $guest_cmd"
+
 summaries=()
 overall=0
 for k in "${list[@]}"; do
@@ -198,7 +206,7 @@ for k in "${list[@]}"; do
   timeout --signal=KILL "$((timeout_s + 120))" qemu-system-x86_64 -accel "$accel" -m 3072 -smp 2 \
     -nographic -no-reboot -nodefaults -serial stdio -cpu "$cpu" \
     -kernel "$kdir/boot/vmlinuz-$version" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 quiet" \
+    -append "console=ttyS0 panic=-1 loglevel=5 softlockup_all_cpu_backtrace=1" \
     -virtfs local,path=/,mount_tag=sbxhost,security_model=none,readonly=on,multidevs=remap \
     -virtfs local,path="$out",mount_tag=sbxout,security_model=none,multidevs=remap \
     </dev/null >"$console" 2>&1

@@ -89,7 +89,7 @@ std::string exit_text(int status) {
 // Waits for `pid` (a child of this process) at most `timeout`, then SIGKILLs it; returns the
 // waitpid status, or nullopt when it had to be killed.
 std::optional<int> reap(pid_t pid, std::chrono::milliseconds timeout = kTimeout) {
-  const auto deadline = Clock::now() + timeout;
+  const auto deadline = deadline_after(timeout);
   while (true) {
     int status = 0;
     pid_t r = waitpid(pid, &status, WNOHANG);
@@ -1105,7 +1105,7 @@ TEST_F(AttackTest, CallerCannotPtraceTheHelper) {
   ASSERT_EQ(read(result_read.get(), &h, sizeof(h)), static_cast<ssize_t>(sizeof(h)));
   // Wait until the helper holds its capability and waits for the request: exec done, asleep
   // in poll.
-  const auto deadline = Clock::now() + kTimeout;
+  const auto deadline = deadline_after(kTimeout);
   bool waiting = false;
   while (!waiting && Clock::now() < deadline) {
     std::error_code ec;

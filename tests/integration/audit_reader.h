@@ -57,7 +57,7 @@ class KernelAuditState {
  private:
   uint32_t read_enabled() {
     if (audit_request_status(fd_) <= 0) audit_fail_errno("audit_request_status");
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    const auto deadline = deadline_after(std::chrono::seconds(5));
     while (std::chrono::steady_clock::now() < deadline) {
       pollfd pfd{fd_, POLLIN, 0};
       if (poll(&pfd, 1, 500) <= 0) continue;
@@ -124,7 +124,7 @@ class AuditListener {
   std::vector<AuditRecord> record_set(const std::string& vm_field,
                                       std::chrono::milliseconds timeout = kTimeout) {
     std::vector<AuditRecord> out;
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = deadline_after(timeout);
     while (std::chrono::steady_clock::now() < deadline) {
       for (auto& r : read_available(200)) {
         if (r.fields.count("vm") == 0 || "vm=" + r.fields["vm"] != vm_field) continue;

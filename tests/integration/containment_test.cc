@@ -46,7 +46,7 @@ int64_t attack(const json::object& attacks, const char* target, const char* what
 }
 
 bool gone_within(pid_t pid, std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
+  const auto deadline = deadline_after(timeout);
   while (Clock::now() < deadline) {
     if (!process_exists(pid)) return true;
     HelperEnv::wait_no_test_user_processes(std::chrono::milliseconds(20));

@@ -311,7 +311,10 @@ ChildProcess::~ChildProcess() {
 }
 
 std::optional<std::string> ChildProcess::read_line(std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
+  return read_line_until(deadline_after(timeout));
+}
+
+std::optional<std::string> ChildProcess::read_line_until(Clock::time_point deadline) {
   while (true) {
     size_t nl = buffer_.find('\n');
     if (nl != std::string::npos) {
@@ -343,11 +346,10 @@ std::optional<std::string> ChildProcess::read_line(std::chrono::milliseconds tim
 }
 
 std::string ChildProcess::read_all(std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
+  const auto deadline = deadline_after(timeout);
   std::string all;
   while (true) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    auto line = read_line(std::max(left, std::chrono::milliseconds(0)));
+    auto line = read_line_until(deadline);
     if (line) {
       all += *line + "\n";
       continue;
@@ -359,7 +361,7 @@ std::string ChildProcess::read_all(std::chrono::milliseconds timeout) {
 
 std::optional<int> ChildProcess::wait(std::chrono::milliseconds timeout) {
   if (reaped_) fail("wait: pid " + std::to_string(pid_) + " already reaped");
-  const auto deadline = Clock::now() + timeout;
+  const auto deadline = deadline_after(timeout);
   while (true) {
     int status = 0;
     pid_t r = waitpid(pid_, &status, WNOHANG);
@@ -390,6 +392,21 @@ int run_command(const std::vector<std::string>& argv, std::string* output) {
   if (!status) fail("timed out: " + argv[0]);
   if (output != nullptr) *output = text;
   return WIFEXITED(*status) ? WEXITSTATUS(*status) : 128 + WTERMSIG(*status);
+}
+
+Clock::time_point deadline_after(std::chrono::milliseconds timeout) {
+  static const int scale = [] {
+    const char* text = getenv("SBX_TEST_TIME_SCALE");
+    if (text == nullptr || *text == '\0') return 1;
+    char* end = nullptr;
+    errno = 0;
+    long n = strtol(text, &end, 10);
+    if (errno != 0 || *end != '\0' || n < 1 || n > 100) {
+      fail(std::string("SBX_TEST_TIME_SCALE: not a whole number from 1 to 100: ") + text);
+    }
+    return static_cast<int>(n);
+  }();
+  return Clock::now() + timeout * scale;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,7 +547,7 @@ void HelperEnv::set_up() {
   // One run at a time on this machine: the policy path and the test uid are shared.
   lock_fd_ = open(kLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (lock_fd_ < 0) fail_errno(std::string("open ") + kLockPath);
-  const auto lock_deadline = Clock::now() + std::chrono::seconds(60);
+  const auto lock_deadline = deadline_after(std::chrono::seconds(60));
   while (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK && errno != EINTR) fail_errno("flock");
     if (Clock::now() >= lock_deadline)
@@ -783,7 +800,7 @@ boost::json::object HelperEnv::stop(Launch& launch) {
   pid_t pid = launch.vmm_pid();
   // The probe installs its SIGTERM handler just after writing its report; wait for it so the
   // signal is handled (and, as pid 1 of a PID namespace, not dropped).
-  const auto deadline = Clock::now() + kTimeout;
+  const auto deadline = deadline_after(kTimeout);
   while (Clock::now() < deadline) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/status");
     if (!in) break;
@@ -804,7 +821,7 @@ boost::json::object HelperEnv::stop(Launch& launch) {
 
 boost::json::object HelperEnv::wait_for_report(const std::string& path,
                                                std::chrono::milliseconds timeout) const {
-  const auto deadline = Clock::now() + timeout;
+  const auto deadline = deadline_after(timeout);
   struct stat st;
   while (lstat(path.c_str(), &st) != 0) {
     if (Clock::now() >= deadline) fail("no probe report at " + path);
@@ -875,7 +892,7 @@ std::vector<pid_t> HelperEnv::test_user_processes() {
 }
 
 bool HelperEnv::wait_no_test_user_processes(std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
+  const auto deadline = deadline_after(timeout);
   while (true) {
     reap_orphans();
     if (test_user_processes().empty()) return true;

@@ -40,6 +40,12 @@ bool kernel_at_least(int major, int minor);
 inline constexpr uid_t kTestUid = 64123;
 inline constexpr gid_t kTestGid = 64123;
 inline constexpr std::chrono::milliseconds kTimeout = std::chrono::seconds(10);
+
+// When a wait of `timeout` that began now gives up: timeout times SBX_TEST_TIME_SCALE (a whole
+// number from 1 to 100; 1 when unset). scripts/kernel-test.sh sets it under emulation, where a
+// guest's vCPU can stand still for tens of seconds while the host runs something else. Every
+// wait for a child, an event, a report or a file goes through it; no test asserts on speed.
+std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds timeout);
 inline constexpr const char* kSetpriv = "/usr/bin/setpriv";
 
 // `setpriv` as the test user (uid and gid kTestUid/kTestGid, no supplementary groups): the
@@ -76,6 +82,8 @@ class ChildProcess {
   std::string stderr_text() const;
 
  private:
+  std::optional<std::string> read_line_until(std::chrono::steady_clock::time_point deadline);
+
   pid_t pid_ = -1;
   bool reaped_ = false;
   int stdout_fd_ = -1;

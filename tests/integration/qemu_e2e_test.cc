@@ -132,7 +132,7 @@ class QemuEndToEndTest : public SupervisorEnvTest {
     EXPECT_GE(ready.at("t_ms").as_int64(), 0);
 
     // The console marker: the guest kernel booted and /init brought eth0 up.
-    const auto boot_deadline = Clock::now() + std::chrono::seconds(90);
+    const auto boot_deadline = deadline_after(std::chrono::seconds(90));
     while (read_file(console).find(kMarker) == std::string::npos && Clock::now() < boot_deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }

@@ -138,7 +138,7 @@ class StateDirTest : public SupervisorEnvTest {
   json::object wait_for_state(const std::string& dir, const std::string& id,
                               const std::string& state) {
     json::object line;
-    const auto give_up = std::chrono::steady_clock::now() + kTimeout;
+    const auto give_up = deadline_after(kTimeout);
     while (std::chrono::steady_clock::now() < give_up) {
       line = ps_line(dir, id);
       if (json_str(line, "state") == state) return line;
@@ -460,7 +460,7 @@ class NotifyListener {
   ~NotifyListener() { unlink(path_.c_str()); }
   // The next datagram containing `needle`, every datagram seen on the way appended to seen().
   bool wait_for(const std::string& needle, milliseconds timeout = kTimeout) {
-    const auto give_up = std::chrono::steady_clock::now() + timeout;
+    const auto give_up = deadline_after(timeout);
     while (std::chrono::steady_clock::now() < give_up) {
       pollfd pfd{fd_.get(), POLLIN, 0};
       if (poll(&pfd, 1, 50) != 1) continue;

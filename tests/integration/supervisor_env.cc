@@ -386,7 +386,7 @@ void remove_cgroup_tree(const std::string& dir) {
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     if (e.is_directory(ec)) remove_cgroup_tree(e.path());
   }
-  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  const auto deadline = deadline_after(std::chrono::seconds(5));
   while (rmdir(dir.c_str()) != 0 && errno == EBUSY && Clock::now() < deadline) {
     if (std::ofstream kill(dir + "/cgroup.kill"); kill) {
       kill << "1";
@@ -453,7 +453,7 @@ std::string cgroup_of(pid_t pid) {
 
 bool wait_sigterm_disposition(const std::vector<pid_t>& pids, bool ignored,
                               std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
+  const auto deadline = deadline_after(timeout);
   const char* key = ignored ? "SigIgn" : "SigCgt";
   for (pid_t pid : pids) {
     while (true) {

@@ -499,7 +499,6 @@ TEST_F(SupervisorRunTest, TwoHundredLaunchStopCyclesLeaveNothingBehind) {
             << total_ms / kCycles << " ms each); supervisor fds at ready: " << first_fd_count
             << "\n";
   RecordProperty("cycles_ms", static_cast<int>(total_ms));
-  EXPECT_LT(total_ms, 150000);
 }
 
 // 9, 11, 12: the command line, through the real binary.

@@ -195,7 +195,7 @@ class ApiRedirectTest : public VmmKindsTest {
     evil->expect_event("ready");
     env().wait_for_report(base.report);
     struct stat st;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    const auto deadline = deadline_after(std::chrono::seconds(10));
     struct stat victim_st {};
     ASSERT_EQ(stat(victim.api_socket.c_str(), &victim_st), 0);
     auto swapped = [&] {
