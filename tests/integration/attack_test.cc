@@ -233,7 +233,7 @@ Outcome converse(int control, const std::vector<uint8_t>& bytes) {
     out.problem = "send: " + st.message();
   }
   while (true) {
-    auto d = protocol::receive_datagram(control, 10000, 1, Step::kReadRequest);
+    auto d = protocol::receive_datagram(control, patience_ms(10000), 1, Step::kReadRequest);
     if (!d.ok()) {
       out.problem = "receive: " + d.status().message();
       return out;
@@ -377,7 +377,7 @@ class AttackTest : public HelperEnvTest {
     ready_write.reset();
     pollfd pfd{ready_read.get(), POLLIN, 0};
     char byte;
-    if (poll(&pfd, 1, 10000) != 1 || read(ready_read.get(), &byte, 1) != 1) {
+    if (poll(&pfd, 1, patience_ms(10000)) != 1 || read(ready_read.get(), &byte, 1) != 1) {
       kill(attacker, SIGKILL);
       waitpid(attacker, nullptr, 0);
       return -1;
@@ -1208,7 +1208,8 @@ TEST_F(AttackTest, CallerNotInTheHelpersGroup) {
   ASSERT_TRUE(status);
   EXPECT_EQ(exit_text(*status), "exit 121");  // the spawner's own code: execve failed
   // Nothing answered on the control socket: EOF, no ERROR.
-  auto d = protocol::receive_datagram(outsider.control.get(), 1000, 0, Step::kReadRequest);
+  auto d =
+      protocol::receive_datagram(outsider.control.get(), patience_ms(1000), 0, Step::kReadRequest);
   ASSERT_TRUE(d.ok()) << d.status().message();
   EXPECT_TRUE(d.value().eof);
 

@@ -395,18 +395,7 @@ int run_command(const std::vector<std::string>& argv, std::string* output) {
 }
 
 Clock::time_point deadline_after(std::chrono::milliseconds timeout) {
-  static const int scale = [] {
-    const char* text = getenv("SBX_TEST_TIME_SCALE");
-    if (text == nullptr || *text == '\0') return 1;
-    char* end = nullptr;
-    errno = 0;
-    long n = strtol(text, &end, 10);
-    if (errno != 0 || *end != '\0' || n < 1 || n > 100) {
-      fail(std::string("SBX_TEST_TIME_SCALE: not a whole number from 1 to 100: ") + text);
-    }
-    return static_cast<int>(n);
-  }();
-  return Clock::now() + timeout * scale;
+  return Clock::now() + timeout * time_scale();
 }
 
 // ---------------------------------------------------------------------------------------------

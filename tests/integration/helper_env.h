@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/protocol.h"
+#include "tests/integration/time_scale.h"
 
 namespace sbx::it {
 
@@ -41,10 +42,8 @@ inline constexpr uid_t kTestUid = 64123;
 inline constexpr gid_t kTestGid = 64123;
 inline constexpr std::chrono::milliseconds kTimeout = std::chrono::seconds(10);
 
-// When a wait of `timeout` that began now gives up: timeout times SBX_TEST_TIME_SCALE (a whole
-// number from 1 to 100; 1 when unset). scripts/kernel-test.sh sets it under emulation, where a
-// guest's vCPU can stand still for tens of seconds while the host runs something else. Every
-// wait for a child, an event, a report or a file goes through it; no test asserts on speed.
+// When a wait of `timeout` that began now gives up: timeout times time_scale() (time_scale.h).
+// Every wait for a child, an event, a report or a file goes through it or patience_ms().
 std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds timeout);
 inline constexpr const char* kSetpriv = "/usr/bin/setpriv";
 

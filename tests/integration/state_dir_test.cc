@@ -81,7 +81,7 @@ std::vector<std::string> talk_as(uid_t uid, gid_t gid, const std::string& path,
       size_t lines = 0;
       char c;
       pollfd pfd{fd, POLLIN, 0};
-      while (lines < max_lines && poll(&pfd, 1, 5000) == 1 && read(fd, &c, 1) == 1) {
+      while (lines < max_lines && poll(&pfd, 1, patience_ms(5000)) == 1 && read(fd, &c, 1) == 1) {
         out += c;
         if (c == '\n') ++lines;
       }

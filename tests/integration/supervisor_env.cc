@@ -175,7 +175,7 @@ ProbeSpec SupervisorEnvTest::probe_spec(const std::string& tag,
       {"netns", env().netns()},
       {"env", json::object{{"SBX_TEST", "1"}, {"PATH", "/usr/bin"}}},
       {"stop_timeout_ms", 10000},
-      {"ready_timeout_ms", 10000},
+      {"ready_timeout_ms", patience_ms(10000)},
       // The tests written for a VMM that is the helper's own process say so; the default (a
       // PID namespace under a forwarding init) has tests of its own.
       {"pid_namespace", false},

@@ -21,6 +21,7 @@
 #include "common/pidfd.h"
 #include "common/protocol.h"
 #include "common/unique_fd.h"
+#include "tests/integration/time_scale.h"
 
 namespace {
 
@@ -189,7 +190,8 @@ int main(int argc, char** argv) {
   bool started = false;   // PID namespace: VMM_STARTED came
   std::string error = "null";
   while (true) {
-    auto d = protocol::receive_datagram(ours.get(), 30000, 1, sbx::Step::kReadRequest);
+    auto d = protocol::receive_datagram(ours.get(), sbx::it::patience_ms(30000), 1,
+                                        sbx::Step::kReadRequest);
     if (!d.ok()) {
       error = "{\"step\":\"driver\",\"errno\":" + std::to_string(d.status().err()) +
               ",\"detail\":" + json_string(d.status().message()) + "}";
