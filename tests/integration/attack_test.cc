@@ -501,6 +501,8 @@ TEST_F(AttackTest, SymlinkSwapRaceDuringAThousandLaunches) {
     Spawned h = spawn_as_test_user(env().helper(), {}, {}, "");
     ASSERT_EQ(h.exec_errno, 0) << std::strerror(h.exec_errno);
     const Outcome outcome = converse(h.control.get(), encode_or_throw(req));
+    // A launch that did not answer in time: where the helper stands, before it is killed.
+    const std::string stuck = outcome.problem.empty() ? "" : process_tree_report(h.pid);
     ASSERT_EQ(kill(attacker, SIGSTOP), 0);
     int stopped = 0;
     ASSERT_EQ(waitpid(attacker, &stopped, WUNTRACED), attacker);
@@ -539,7 +541,8 @@ TEST_F(AttackTest, SymlinkSwapRaceDuringAThousandLaunches) {
       } else {
         ++wrong;
         ADD_FAILURE() << "launch " << i << ": " << outcome.text() << "; helper "
-                      << (status ? exit_text(*status) : "killed after the timeout");
+                      << (status ? exit_text(*status) : "killed after the timeout") << "\n"
+                      << stuck;
       }
     }
     if (HelperEnv::host_mountinfo() != before.mountinfo) {
@@ -626,6 +629,7 @@ class JailRaceTest : public AttackTest {
         break;
       }
       const Outcome outcome = converse(h.control.get(), encode_or_throw(req));
+      const std::string stuck = outcome.problem.empty() ? "" : process_tree_report(h.pid);
       EXPECT_EQ(kill(attacker, SIGSTOP), 0);
       int stopped = 0;
       if (waitpid(attacker, &stopped, WUNTRACED) != attacker || !WIFSTOPPED(stopped)) {
@@ -662,7 +666,7 @@ class JailRaceTest : public AttackTest {
           ++c.refused;
         } else {
           ++c.wrong;
-          ADD_FAILURE() << "launch " << i << ": " << outcome.text();
+          ADD_FAILURE() << "launch " << i << ": " << outcome.text() << "\n" << stuck;
         }
       }
       rmdir(req.sandbox_dir.c_str());

@@ -59,6 +59,39 @@ std::string read_text_or_empty(const std::string& path) {
   return ss.str();
 }
 
+std::string process_tree_report(pid_t pid) {
+  std::string out;
+  std::vector<std::pair<pid_t, int>> todo{{pid, 0}};
+  while (!todo.empty() && out.size() < 16384) {
+    auto [p, depth] = todo.back();
+    todo.pop_back();
+    const std::string proc = "/proc/" + std::to_string(p);
+    std::string state;
+    std::istringstream status(read_text_or_empty(proc + "/status"));
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("State:", 0) == 0) state = line.substr(line.find_first_not_of(" \t", 6));
+    }
+    out += std::string(2 * depth, ' ') + "pid " + std::to_string(p);
+    if (state.empty()) {
+      out += ": gone\n";
+      continue;
+    }
+    out += " (" + trimmed(read_text_or_empty(proc + "/comm")) + ") " + state + ", wchan " +
+           read_text_or_empty(proc + "/wchan") + "\n";
+    std::istringstream stack(read_text_or_empty(proc + "/stack"));
+    for (std::string line; std::getline(stack, line);) {
+      out += std::string(2 * depth + 4, ' ') + line + "\n";
+    }
+    // Children of every thread (CONFIG_PROC_CHILDREN, which Debian's kernels have).
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator(proc + "/task", ec)) {
+      std::istringstream kids(read_text_or_empty(task.path().string() + "/children"));
+      for (pid_t kid; kids >> kid;) todo.emplace_back(kid, depth + 1);
+    }
+  }
+  return out;
+}
+
 namespace {
 
 namespace fs = std::filesystem;

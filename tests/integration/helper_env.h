@@ -26,6 +26,11 @@ namespace sbx::it {
 // The whole file, or "" when it cannot be read.
 std::string read_text_or_empty(const std::string& path);
 
+// Where `pid` and every process below it stand, for a failure message when one does not answer
+// in time: per process its pid, name, state and wait channel, and (read as root) its kernel
+// stack.
+std::string process_tree_report(pid_t pid);
+
 // `s` without its trailing newlines and spaces (a cgroup file's one value).
 std::string trimmed(std::string s);
 

@@ -84,7 +84,7 @@ json::object SupervisorRun::next_event(std::chrono::milliseconds timeout) {
   auto line = child_.read_line(timeout);
   if (!line) {
     fail("no event from the supervisor (pid " + std::to_string(pid()) + ") in time; its stderr:\n" +
-         stderr_text());
+         stderr_text() + "where it and its children stand:\n" + process_tree_report(pid()));
   }
   return parse(*line);
 }
