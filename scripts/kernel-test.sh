@@ -173,7 +173,7 @@ fi
 
 # Under emulation a vCPU can stand still for tens of seconds while the host runs QEMU's other
 # threads (the guest's watchdog then reports a soft lockup): the tests' waits for children,
-# events and reports are stretched by SBX_TEST_TIME_SCALE (tests/integration/helper_env.h).
+# events and reports are stretched by SBX_TEST_TIME_SCALE (tests/integration/time_scale.h).
 # No test asserts on speed, so only how long a real failure takes to be reported changes.
 time_scale=1
 [ "$accel" = tcg ] && time_scale=10

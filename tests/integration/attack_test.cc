@@ -327,18 +327,6 @@ std::string describe(const std::vector<MountEntry>& mounts) {
   return out.empty() ? "(none)" : out;
 }
 
-std::map<std::string, std::string> proc_status(pid_t pid) {
-  std::map<std::string, std::string> out;
-  std::istringstream in(try_read("/proc/" + std::to_string(pid) + "/status").value_or(""));
-  for (std::string line; std::getline(in, line);) {
-    size_t colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    size_t b = line.find_first_not_of(" \t", colon + 1);
-    out[line.substr(0, colon)] = b == std::string::npos ? "" : line.substr(b);
-  }
-  return out;
-}
-
 // True while `pid` sits in poll/ppoll (the helper waiting for its request).
 bool in_poll(pid_t pid) {
   std::istringstream in(try_read("/proc/" + std::to_string(pid) + "/syscall").value_or(""));

@@ -59,6 +59,18 @@ std::string read_text_or_empty(const std::string& path) {
   return ss.str();
 }
 
+std::map<std::string, std::string> proc_status(pid_t pid) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(read_text_or_empty("/proc/" + std::to_string(pid) + "/status"));
+  for (std::string line; std::getline(in, line);) {
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    size_t b = line.find_first_not_of(" \t", colon + 1);
+    out[line.substr(0, colon)] = b == std::string::npos ? "" : line.substr(b);
+  }
+  return out;
+}
+
 std::string process_tree_report(pid_t pid) {
   std::string out;
   std::vector<std::pair<pid_t, int>> todo{{pid, 0}};
@@ -66,11 +78,7 @@ std::string process_tree_report(pid_t pid) {
     auto [p, depth] = todo.back();
     todo.pop_back();
     const std::string proc = "/proc/" + std::to_string(p);
-    std::string state;
-    std::istringstream status(read_text_or_empty(proc + "/status"));
-    for (std::string line; std::getline(status, line);) {
-      if (line.rfind("State:", 0) == 0) state = line.substr(line.find_first_not_of(" \t", 6));
-    }
+    const std::string state = proc_status(p)["State"];
     out += std::string(2 * depth, ' ') + "pid " + std::to_string(p);
     if (state.empty()) {
       out += ": gone\n";

@@ -12,6 +12,7 @@
 
 #include <boost/json.hpp>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,6 +26,10 @@ namespace sbx::it {
 
 // The whole file, or "" when it cannot be read.
 std::string read_text_or_empty(const std::string& path);
+
+// /proc/PID/status as name -> value (leading blanks of the value dropped); empty when the
+// process is gone.
+std::map<std::string, std::string> proc_status(pid_t pid);
 
 // Where `pid` and every process below it stand, for a failure message when one does not answer
 // in time: per process its pid, name, state and wait channel, and (read as root) its kernel
@@ -46,11 +51,11 @@ bool kernel_at_least(int major, int minor);
 inline constexpr uid_t kTestUid = 64123;
 inline constexpr gid_t kTestGid = 64123;
 inline constexpr std::chrono::milliseconds kTimeout = std::chrono::seconds(10);
+inline constexpr const char* kSetpriv = "/usr/bin/setpriv";
 
 // When a wait of `timeout` that began now gives up: timeout times time_scale() (time_scale.h).
 // Every wait for a child, an event, a report or a file goes through it or patience_ms().
 std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds timeout);
-inline constexpr const char* kSetpriv = "/usr/bin/setpriv";
 
 // `setpriv` as the test user (uid and gid kTestUid/kTestGid, no supplementary groups): the
 // prefix of every command line that runs something as the unprivileged caller.
