@@ -458,7 +458,7 @@ class AttackTest : public HelperEnvTest {
 // without the attacker, 15-54 ms with it (it takes a core, and every rename it makes forces
 // concurrent path walks to retry): 1,000 launches in 15-54 s, 53-57 s in the ASan+UBSan build.
 TEST_F(AttackTest, SymlinkSwapRaceDuringAThousandLaunches) {
-  constexpr int kLaunches = 1000;
+  const int kLaunches = rounds_of(1000);
   const HostSnapshot before;
   const std::string dir = env().sandboxes() + "/race";
   const std::string reports = env().work() + "/race-reports";
@@ -676,7 +676,7 @@ class JailRaceTest : public AttackTest {
 };
 
 TEST_F(JailRaceTest, ReadWriteEntrySwappedWithASymlinkDuringAThousandLaunches) {
-  constexpr int kLaunches = 1000;
+  const int kLaunches = rounds_of(1000);
   PolicySpec policy = env().default_policy();
   policy.extra_lines = {"read_only = /usr"};
   ScopedPolicy scoped(env(), policy);
@@ -722,7 +722,7 @@ TEST_F(JailRaceTest, ReadWriteEntrySwappedWithASymlinkDuringAThousandLaunches) {
 }
 
 TEST_F(JailRaceTest, DevicePathSwappedWithASymlinkDuringAThousandLaunches) {
-  constexpr int kLaunches = 1000;
+  const int kLaunches = rounds_of(1000);
   const std::string node = "/dev/sbx-it-race-" + std::to_string(getpid());
   const std::string alt = node + "-alt";
   PolicySpec policy = env().default_policy();
@@ -1235,10 +1235,11 @@ TEST_F(AttackTest, PassedFdsCannotReplaceTheAllowlistedVmm) {
   const std::string own = env().install_vmm_copy("callers-own-vmm", kTestUid, 0755);
   const std::string allowlisted = fs::canonical(env().probe()).string();
   std::vector<std::string> sandbox_dirs;
-  int ran = 0;
+  int ran = 0, round = 0;
   for (int count = 1; count <= 16; ++count) {
     for (int first = 4; first <= 20; ++first) {
       for (bool pidns : {false, true}) {
+        if (!round_runs(round++)) continue;
         SCOPED_TRACE("fds " + std::to_string(count) + ", targets from " + std::to_string(first) +
                      (pidns ? ", PID namespace" : ""));
         LaunchArgs args = direct_probe_args("fdswap");

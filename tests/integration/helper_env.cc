@@ -566,6 +566,9 @@ HelperEnv::~HelperEnv() {
 }
 
 void HelperEnv::set_up() {
+  // A bad factor fails the environment by name, before any test runs on it.
+  time_scale();
+  loop_divisor();
   const std::string helper_src = getenv_or_fail("SBX_TEST_HELPER");
   const std::string probe_src = getenv_or_fail("SBX_TEST_PROBE");
   const std::string driver_src = getenv_or_fail("SBX_TEST_DRIVER");

@@ -114,12 +114,16 @@ class StateDirTest : public SupervisorEnvTest {
             "--helper",   env().helper(), "--state-dir", dir};
   }
 
-  // `run --detach` to completion: its one event (`started`) and exit status 0.
-  json::object detach(const ProbeSpec& spec, const std::string& dir) {
+  // `run --detach` to completion: its one event (`started`) and exit status 0. Then, unless
+  // `wait_for_probe` is false, the probe's report: the probe has its SIGTERM handler by then,
+  // so a `stop` that follows gets the probe's own exit 0, not a death by SIGTERM (`started`
+  // and, without an API socket, `ready` come before the probe has run at all).
+  json::object detach(const ProbeSpec& spec, const std::string& dir, bool wait_for_probe = true) {
     auto run = start_run(write_spec(spec.json), {"--state-dir", dir, "--detach"});
     json::object started = run->expect_event("started");
     EXPECT_EQ(run->finish(), 0) << run->stderr_text();
     EXPECT_EQ(run->events().size(), 1u) << events_text(run->events());
+    if (wait_for_probe) env().wait_for_report(spec.report);
     return started;
   }
 
@@ -280,7 +284,10 @@ TEST_F(StateDirTest, ASecondRunOfALiveIdIsRefusedAndChangesNothing) {
   const std::string dir = make_state_dir("dup");
   ProbeSpec spec = probe_spec("dup", {}, false);
   const std::string spec_path = write_spec(spec.json);
-  detach(spec, dir);
+  const pid_t vmm = static_cast<pid_t>(json_int(detach(spec, dir), "pid"));
+  // The probe's report was there, so its SIGTERM handler is, with no wait: the `stop` below
+  // is answered by the probe's exit 0.
+  EXPECT_TRUE(wait_sigterm_disposition({vmm}, /*ignored=*/false, std::chrono::milliseconds(0)));
   wait_for_state(dir, spec.id, "ready");
   const std::string sandbox = dir + "/" + spec.id;
   const pid_t holder = supervisor_pid_of(dir, spec.id);
@@ -388,7 +395,8 @@ TEST_F(StateDirTest, ExitJsonIsAbsentOrWholeWhenTheSupervisorIsKilledAtTheEnd) {
   for (int i = 0; i < 30; ++i) {
     ProbeSpec spec =
         probe_spec("partial-" + std::to_string(i), {"--exit-now", "--exit-code", "3"}, false);
-    detach(spec, dir);
+    // Not waiting for the probe: the kills must land before, during and after its exit.
+    detach(spec, dir, false);
     const pid_t supervisor_pid = supervisor_pid_of(dir, spec.id);
     std::this_thread::sleep_for(std::chrono::microseconds(500 * (i % 15)));
     if (supervisor_pid > 1) kill(supervisor_pid, SIGKILL);
@@ -585,7 +593,7 @@ TEST_F(StateDirTest, BadStateDirsAndCommandLinesAreRefusedNamingTheProblem) {
 TEST_F(StateDirTest, TwoHundredDetachedSandboxesAreListedAndStopped) {
   const HostSnapshot before = snapshot();
   const std::string dir = make_state_dir("scale");
-  constexpr int kSandboxes = 200;
+  const int kSandboxes = rounds_of(200);
   std::vector<std::string> ids;
   for (int i = 0; i < kSandboxes; ++i) {
     ProbeSpec spec = probe_spec("scale-" + std::to_string(i), {}, false);

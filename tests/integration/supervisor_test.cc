@@ -467,7 +467,7 @@ TEST_F(SupervisorRunTest, FdWithoutCloexecDoesNotReachTheVmm) {
 // 8. 200 launch/stop cycles, one supervisor process each: nothing accumulates on the host, and
 // the supervisor holds the same number of fds at `ready` every time.
 TEST_F(SupervisorRunTest, TwoHundredLaunchStopCyclesLeaveNothingBehind) {
-  constexpr int kCycles = 200;
+  const int kCycles = rounds_of(200);
   const HostSnapshot before = snapshot();
   const auto start = Clock::now();
   int first_fd_count = -1;

@@ -1202,6 +1202,7 @@ std::pair<int, int> ForkUntilFailure(int limit) {
       break;
     }
     if (pid == 0) {
+      signal(SIGTERM, SIG_DFL);
       close(hold[1]);
       char c;
       while (read(hold[0], &c, 1) < 0 && errno == EINTR) {
@@ -1259,6 +1260,14 @@ int Run(int argc, char** argv) {
   long long clear_pdeathsig_err = -1;
   if (opt.clear_pdeathsig) clear_pdeathsig_err = ErrnoOf(prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0));
   g_clear_pdeathsig = clear_pdeathsig_err;
+  // The probe's own SIGTERM disposition, set before its API socket listens and its report is
+  // written: a test that saw either may stop it and count on the outcome (exit 0 from the
+  // handler), however slowly the probe got there. A SIGTERM during the setup below ends the
+  // idle loop at once. Children set their own.
+  struct sigaction sa {};
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = opt.ignore_sigterm ? SIG_IGN : opt.sigterm_default ? SIG_DFL : OnSigterm;
+  if (sigaction(SIGTERM, &sa, nullptr) < 0) Fail("sigaction(SIGTERM)");
   // Held open for the life of the probe: the listener sees a live peer.
   [[maybe_unused]] int connected = opt.connect ? ConnectTo(*opt.connect) : -1;
   if (opt.connect && connected < 0) Fail("connect " + *opt.connect);
@@ -1290,10 +1299,6 @@ int Run(int argc, char** argv) {
                         BuildReport(argc, argv, opt, sigterm_disp, children, setsid_child));
 
   if (opt.exit_now) return opt.exit_code;
-  struct sigaction sa {};
-  sigemptyset(&sa.sa_mask);
-  sa.sa_handler = opt.ignore_sigterm ? SIG_IGN : opt.sigterm_default ? SIG_DFL : OnSigterm;
-  if (sigaction(SIGTERM, &sa, nullptr) < 0) Fail("sigaction(SIGTERM)");
   // From here on children are the sandbox's business: the tests check it reaps them.
   g_spawned.clear();
 
