@@ -83,12 +83,7 @@ long own_children() {
 }
 
 long vm_hwm_kb(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with("VmHWM:")) return std::atol(line.c_str() + 6);
-  }
-  return 0;
+  return std::atol(proc_status(pid)["VmHWM"].c_str());
 }
 
 struct Figures {

@@ -77,18 +77,6 @@ ino_t inode_of(const std::string& path) {
   return st.st_ino;
 }
 
-std::string proc_status_field(pid_t pid, const std::string& key) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with(key + ":")) {
-      size_t b = line.find_first_not_of(" \t", key.size() + 1);
-      return b == std::string::npos ? "" : line.substr(b);
-    }
-  }
-  return {};
-}
-
 // The probe opens its API socket before it lists its fds (the socket would show up as fd 3), so
 // the fd facts are checked on a probe run without one.
 void drop_api_sock(LaunchArgs* args) {
@@ -356,7 +344,7 @@ TEST_F(HelperFactsTest, SignalDispositionsAreReset) {
   args.ignore_sigterm = true;
   ProbeRun run = start_probe(env(), args);
   // The premise: the driver (the helper's caller) runs with SIGTERM ignored.
-  const std::string ignored = proc_status_field(run.launch.driver->pid(), "SigIgn");
+  const std::string ignored = proc_status(run.launch.driver->pid())["SigIgn"];
   ASSERT_FALSE(ignored.empty());
   EXPECT_TRUE((std::stoull(ignored, nullptr, 16) >> (SIGTERM - 1)) & 1) << ignored;
   EXPECT_EQ(json_str(run.report, "sigterm_disposition"), "default");
@@ -389,14 +377,9 @@ TEST_F(HelperFactsTest, PidNamespaceRunsTheVmmUnderAForwardingInit) {
   EXPECT_EQ(json_str(run.report, "proc_pid1_comm"), comm);
   EXPECT_EQ(comm, "sbx-nsexec");
   // The init: no capabilities, not dumpable (root reads it from outside).
-  std::ifstream status("/proc/" + std::to_string(init) + "/status");
-  std::string line, cap_eff, cap_prm;
-  while (std::getline(status, line)) {
-    if (line.starts_with("CapEff:")) cap_eff = line.substr(7);
-    if (line.starts_with("CapPrm:")) cap_prm = line.substr(7);
-  }
-  EXPECT_NE(cap_eff.find("0000000000000000"), std::string::npos) << cap_eff;
-  EXPECT_NE(cap_prm.find("0000000000000000"), std::string::npos) << cap_prm;
+  auto status = proc_status(init);
+  EXPECT_EQ(status["CapEff"], "0000000000000000");
+  EXPECT_EQ(status["CapPrm"], "0000000000000000");
   struct stat st;
   // A non-dumpable process's /proc/PID files belong to root; the control is the VMM, the
   // same user's dumpable process in the same namespace, whose files are the user's.

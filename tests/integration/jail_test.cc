@@ -221,7 +221,7 @@ TEST_F(JailTest, DefaultSigtermIsHonouredUnderTheInit) {
   EXPECT_EQ(json_str(exited, "outcome"), "signaled") << json::serialize(exited);
   EXPECT_EQ(json_int(exited, "signal"), SIGTERM);
   EXPECT_EQ(code, 128 + SIGTERM);
-  EXPECT_LT(took, milliseconds(5000));
+  EXPECT_LT(took, milliseconds(patience_ms(5000)));
   EXPECT_EQ(r.run->count("stopping"), 1) << "no SIGKILL step";
   EXPECT_TRUE(HelperEnv::wait_no_test_user_processes());
 }

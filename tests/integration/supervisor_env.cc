@@ -30,20 +30,6 @@ using Clock = std::chrono::steady_clock;
   throw std::runtime_error(what);
 }
 
-// The value of `Key:` in /proc/PID/status, or nullopt if the process is gone.
-std::optional<std::string> status_field(pid_t pid, const std::string& key) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  if (!in) return std::nullopt;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with(key + ":")) {
-      size_t b = line.find_first_not_of(" \t", key.size() + 1);
-      return b == std::string::npos ? "" : line.substr(b);
-    }
-  }
-  return std::nullopt;
-}
-
 // Fields after the command name in /proc/PID/stat (state is [0], ppid [1], pgrp [2], ...).
 std::vector<std::string> stat_fields(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -457,9 +443,10 @@ bool wait_sigterm_disposition(const std::vector<pid_t>& pids, bool ignored,
   const char* key = ignored ? "SigIgn" : "SigCgt";
   for (pid_t pid : pids) {
     while (true) {
-      auto mask = status_field(pid, key);
-      if (!mask) return false;
-      if ((std::stoull(*mask, nullptr, 16) >> (SIGTERM - 1)) & 1) break;
+      const auto status = proc_status(pid);
+      const auto mask = status.find(key);
+      if (mask == status.end()) return false;  // gone
+      if ((std::stoull(mask->second, nullptr, 16) >> (SIGTERM - 1)) & 1) break;
       if (Clock::now() >= deadline) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }

@@ -96,7 +96,7 @@ class SupervisorRunTest : public SupervisorEnvTest {
     EXPECT_EQ(json_int(exited, "exit_status"), 137);
     const int64_t stop_ms = json_int(exited, "t_ms") - json_int(term, "t_ms");
     EXPECT_GE(stop_ms, kBudgetMs - kQuantumMs) << "killed before the budget was spent";
-    EXPECT_LT(stop_ms, kBudgetMs + 3000);
+    EXPECT_LT(stop_ms, kBudgetMs + patience_ms(3000));
     EXPECT_GE(wall_ms, kBudgetMs) << "killed before the budget was spent";
     EXPECT_EQ(code, 137) << r.run->stderr_text();
     EXPECT_EQ(r.run->count("exited"), 1);
@@ -134,8 +134,11 @@ TEST_F(SupervisorRunTest, VmmThatExitsOnSigtermStopsWellUnderTheBudget) {
   EXPECT_EQ(json_str(exited, "outcome"), "exited") << json::serialize(exited);
   EXPECT_EQ(json_int(exited, "code"), 0);
   EXPECT_EQ(json_int(exited, "exit_status"), 0);
-  EXPECT_LT(json_int(exited, "t_ms") - json_int(stopping, "t_ms"), 5000);
-  EXPECT_LT(wall_ms, 5000);
+  // Under the budget: no SIGKILL step. On the host also in time; under emulation the bound
+  // stretches with every other wait.
+  EXPECT_EQ(r.run->count("stopping"), 1) << "a SIGKILL step";
+  EXPECT_LT(json_int(exited, "t_ms") - json_int(stopping, "t_ms"), patience_ms(5000));
+  EXPECT_LT(wall_ms, patience_ms(5000));
   EXPECT_EQ(code, 0) << r.run->stderr_text();
   EXPECT_EQ(r.run->count("exited"), 1);
   expect_nothing_left(before);

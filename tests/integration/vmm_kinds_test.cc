@@ -306,7 +306,8 @@ TEST_F(VmmKindsTest, FirecrackerGetsApiSockAndStopsOnSendCtrlAltDel) {
   EXPECT_EQ(code, 0);
   EXPECT_EQ(stop_steps(events), std::vector<std::string>{"graceful_request"});
   EXPECT_EQ(last(events).at("outcome"), "exited");
-  EXPECT_LT(last(events).at("t_ms").as_int64(), 5000);  // loose: well under the 10 s budget
+  // Loose: well under the 10 s budget (stretched under emulation, where the steps say it).
+  EXPECT_LT(last(events).at("t_ms").as_int64(), patience_ms(5000));
   std::string rec = read_file(r.record);
   EXPECT_NE(rec.find("argv --api-sock " + r.api_socket + " --x\n"), std::string::npos) << rec;
   EXPECT_NE(rec.find("request PUT /actions HTTP/1.1 body {\"action_type\":\"SendCtrlAltDel\"}"),
