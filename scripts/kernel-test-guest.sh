@@ -52,9 +52,23 @@ uname -r >"$out/kernel"
 echo "kernel-test guest: $(uname -r), cgroup2 controllers $(cat "$out/controllers")"
 trap - ERR
 set +e
+# A one-second sleep that takes over ten is said in the kernel log, so the console shows, with
+# the kernel's timestamp, whether the guest as a whole stood still (under emulation: its vCPUs
+# not run by the host) while a test was slow, or went on while the test waited.
+(
+  last=$(cut -d' ' -f1 /proc/uptime)
+  while sleep 1; do
+    now=$(cut -d' ' -f1 /proc/uptime)
+    took=$((${now%.*} - ${last%.*}))
+    [ "$took" -gt 10 ] && echo "kernel-test guest: a 1 s sleep took ${took} s" >/dev/kmsg
+    last=$now
+  done
+) &
+watcher=$!
 cd "$(cat "$out/cwd")"
 timeout --signal=KILL "$(cat "$out/timeout")" /bin/bash -c "$(cat "$out/cmd")" 2>&1 |
   tee "$out/output.log"
 status=${PIPESTATUS[0]}
+kill "$watcher" 2>/dev/null
 [ "$status" -eq 137 ] && echo "kernel-test guest: the command ran past its timeout"
 finish "$status"
