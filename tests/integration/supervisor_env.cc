@@ -291,6 +291,10 @@ void SupervisorEnvTest::expect_nothing_left(const HostSnapshot& before) const {
 Running SupervisorEnvTest::launch(const ProbeSpec& spec, const std::vector<std::string>& extra,
                                   const SpawnOptions& options) {
   Running r;
+  // A report left by an earlier run of the same spec would be taken for this run's.
+  if (unlink(spec.report.c_str()) != 0 && errno != ENOENT) {
+    ADD_FAILURE() << "unlink " << spec.report << ": " << std::strerror(errno);
+  }
   r.run = start_run(write_spec(spec.json), extra, options);
   r.started = r.run->expect_event("started");
   r.ready = r.run->expect_event("ready");
