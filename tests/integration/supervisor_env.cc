@@ -485,6 +485,15 @@ bool process_alive(pid_t pid) {
   return !f.empty() && f[0] != "Z" && f[0] != "X";
 }
 
+bool wait_not_alive(pid_t pid, std::chrono::milliseconds timeout) {
+  const auto give_up = deadline_after(timeout);
+  while (process_alive(pid)) {
+    if (std::chrono::steady_clock::now() >= give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
 int fd_count(pid_t pid) {
   DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
   if (d == nullptr) fail("opendir /proc/" + std::to_string(pid) + "/fd: " + std::strerror(errno));

@@ -202,6 +202,10 @@ bool process_exists(pid_t pid);
 // reaped still exists.
 bool process_alive(pid_t pid);
 
+// Polls until process_alive(pid) is false; false if it is still alive at the (stretched)
+// timeout.
+bool wait_not_alive(pid_t pid, std::chrono::milliseconds timeout = kTimeout);
+
 // Entries in /proc/PID/fd.
 int fd_count(pid_t pid);
 
