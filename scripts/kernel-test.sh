@@ -150,8 +150,9 @@ fi
 rm -f "$cache/kvm-probe.pid"
 
 # Every test of the suites runs in the guests, the loops of 200 to 1,000 launches included
-# (the helper's races over paths, leaks over cycles): under emulation they alone take about
-# 7.5 minutes per kernel, within the helper suite's per-test TIMEOUT (tests/CMakeLists.txt).
+# (the helper's races over paths, leaks over cycles), under emulation at one round in
+# SBX_TEST_LOOP_DIVISOR (set below): about 3 minutes per kernel, well within the suites'
+# per-test TIMEOUT (tests/CMakeLists.txt).
 
 # The guest's command, as one bash command line: what was given, or the default suites.
 if [ ${#cmd[@]} -eq 0 ]; then
