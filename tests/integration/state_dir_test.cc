@@ -18,7 +18,6 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -120,10 +119,7 @@ class StateDirTest : public SupervisorEnvTest {
   // so a `stop` that follows gets the probe's own exit 0, not a death by SIGTERM (`started`
   // and, without an API socket, `ready` come before the probe has run at all).
   json::object detach(const ProbeSpec& spec, const std::string& dir, bool wait_for_probe = true) {
-    // A report left by an earlier run of the same spec would be taken for this run's.
-    if (unlink(spec.report.c_str()) != 0 && errno != ENOENT) {
-      ADD_FAILURE() << "unlink " << spec.report << ": " << std::strerror(errno);
-    }
+    forget_report(spec);
     auto run = start_run(write_spec(spec.json), {"--state-dir", dir, "--detach"});
     json::object started = run->expect_event("started");
     EXPECT_EQ(run->finish(), 0) << run->stderr_text();

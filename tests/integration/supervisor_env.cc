@@ -291,10 +291,7 @@ void SupervisorEnvTest::expect_nothing_left(const HostSnapshot& before) const {
 Running SupervisorEnvTest::launch(const ProbeSpec& spec, const std::vector<std::string>& extra,
                                   const SpawnOptions& options) {
   Running r;
-  // A report left by an earlier run of the same spec would be taken for this run's.
-  if (unlink(spec.report.c_str()) != 0 && errno != ENOENT) {
-    ADD_FAILURE() << "unlink " << spec.report << ": " << std::strerror(errno);
-  }
+  forget_report(spec);
   r.run = start_run(write_spec(spec.json), extra, options);
   r.started = r.run->expect_event("started");
   r.ready = r.run->expect_event("ready");
@@ -483,6 +480,12 @@ bool process_exists(pid_t pid) {
 bool process_alive(pid_t pid) {
   auto f = stat_fields(pid);
   return !f.empty() && f[0] != "Z" && f[0] != "X";
+}
+
+void forget_report(const ProbeSpec& spec) {
+  if (unlink(spec.report.c_str()) != 0 && errno != ENOENT) {
+    ADD_FAILURE() << "unlink " << spec.report << ": " << std::strerror(errno);
+  }
 }
 
 bool wait_not_alive(pid_t pid, std::chrono::milliseconds timeout) {

@@ -202,6 +202,10 @@ bool process_exists(pid_t pid);
 // reaped still exists.
 bool process_alive(pid_t pid);
 
+// Removes the report an earlier run of the same spec left, so that waiting for the report
+// waits for this run's probe (ENOENT is fine; another error fails the test).
+void forget_report(const ProbeSpec& spec);
+
 // Polls until process_alive(pid) is false; false if it is still alive at the (stretched)
 // timeout.
 bool wait_not_alive(pid_t pid, std::chrono::milliseconds timeout = kTimeout);
